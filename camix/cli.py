@@ -1,0 +1,67 @@
+"""The ``camix`` command line: a thin dispatcher over the command modules in ``camix.commands``.
+
+Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. User errors
+(:class:`~camix.errors.CamixError`) print one line and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from camix.errors import CamixError
+
+# command name -> module (imported lazily so that `camix --help` stays fast)
+COMMANDS: dict[str, str] = {
+    "demo": "camix.commands.demo",
+    "train": "camix.commands.train",
+    "evaluate": "camix.commands.evaluate",
+    "data": "camix.commands.data",
+}
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all commands)."""
+    parser = argparse.ArgumentParser(prog="camix", description="Context-Aware Mixup for domain-adaptive segmentation.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = _load(name)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 success, 1 failure, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        return int(args._run(args) or 0)
+    except CamixError as exc:
+        if args.debug:
+            raise
+        print(f"camix {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"camix {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

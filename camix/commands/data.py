@@ -1,0 +1,28 @@
+"""``camix data``: dataset tools (``synthcity``, ``check``, ``prior``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "dataset tools: generate SynthCity, check a dataset, compute the spatial prior"
+
+# subcommand -> module with HELP, add_arguments(parser), run(args)
+SUBCOMMANDS: dict[str, str] = {
+    "synthcity": "camix.commands.data_synthcity",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the data subcommands."""
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_data_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen subcommand."""
+    return int(args._data_run(args) or 0)

@@ -1,0 +1,22 @@
+"""Exceptions that the command line turns into one-line messages (exit code 2)."""
+
+from __future__ import annotations
+
+
+class CamixError(Exception):
+    """Base class for user-facing errors: bad input, not bugs.
+
+    The message must name the offending file or key and say what to do about it.
+    """
+
+
+class ConfigError(CamixError):
+    """An invalid configuration file, key, type or override."""
+
+
+class DataError(CamixError):
+    """A dataset that is missing, misnamed, truncated or has unknown labels."""
+
+
+class CheckpointError(CamixError):
+    """A checkpoint or weights file that cannot be used with this model."""
