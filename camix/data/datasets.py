@@ -1,0 +1,147 @@
+"""The dataset builder: ``build_dataset(cfg, crop=..., train=...)`` for GTA5, SYNTHIA and Cityscapes.
+
+Every item is a dict:
+
+* ``"image"``: float32 ``Tensor[3, H, W]``, BGR minus the Caffe mean (0-255 scale, no std division);
+* ``"label"``: int64 ``Tensor[H, W]`` of trainIds 0..18, 255 = ignore;
+* ``"box"``: int64 ``Tensor[4]`` = (top, left, height, width) of the crop in the resized image (the whole
+  image when there is no crop); crop the spatial prior with :func:`camix.data.transforms.crop_to_box`;
+* ``"name"``: the image path relative to the dataset root;
+* ``"size"``: int64 ``Tensor[2]`` = (width, height) of the resized image before cropping.
+
+Resizing: ``cfg.size`` when set, else the native size times ``cfg.scale``; then a random crop (``train=True``)
+or a central crop (``train=False``) of ``crop`` = (width, height). With ``cfg.label_size == "native"`` (for
+evaluation, no crop) the label keeps the file's resolution while the image is resized, so items of
+different native sizes cannot be batched: use batch size 1 then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from camix.config import DatasetConfig
+from camix.data import cityscapes, gta5, synthia
+from camix.data.transforms import (
+    CHECK_HINT,
+    Box,
+    Sample,
+    SizeWH,
+    center_box,
+    full_box,
+    image_crop_tensor,
+    map_labels,
+    open_image,
+    random_box,
+    resize_crop_label,
+    resize_image,
+    target_size,
+)
+from camix.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+FINDERS: dict[str, Callable[[DatasetConfig], list[Sample]]] = {
+    "gta5": gta5.find_samples,
+    "synthia": synthia.find_samples,
+    "cityscapes": cityscapes.find_samples,
+}
+"""Dataset name -> function listing its samples (sorted, after ``list_file`` and ``limit``)."""
+
+
+def find_samples(cfg: DatasetConfig) -> list[Sample]:
+    """The samples of the dataset that ``cfg`` describes.
+
+    Raises:
+        ConfigError: unknown dataset name.
+        DataError: missing, empty or misnamed dataset folders.
+    """
+    if cfg.name not in FINDERS:
+        raise ConfigError(f"unknown dataset '{cfg.name}' (valid names: {', '.join(FINDERS)})")
+    return FINDERS[cfg.name](cfg)
+
+
+class SegmentationDataset(Dataset[dict[str, Any]]):
+    """Image/label pairs resized and cropped the DACS way (see the module docstring for the item format)."""
+
+    def __init__(self, cfg: DatasetConfig, samples: list[Sample], crop: SizeWH | None, train: bool) -> None:
+        """Args: cfg: the dataset settings; samples: its pairs; crop: (width, height) or None; train: random crops."""
+        self.cfg, self.samples, self.crop, self.train = cfg, samples, crop, train
+        self._warned_mismatch = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = open_image(sample.image)
+        raw = sample.label_format.read(sample.label)
+        self._check_sizes(sample, image.size, (raw.shape[1], raw.shape[0]))
+        size = target_size(image.size, self.cfg.size, self.cfg.scale)
+        box = self._box(size)
+        image_t = image_crop_tensor(resize_image(image, size), box)
+        if self.cfg.label_size == "native" and self.crop is None:
+            label = map_labels(raw, sample.label_format, sample.label)
+        else:
+            label = map_labels(resize_crop_label(raw, size, box), sample.label_format, sample.label)
+        return {
+            "image": image_t,
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "box": torch.tensor(box, dtype=torch.int64),
+            "name": sample.name,
+            "size": torch.tensor(size, dtype=torch.int64),
+        }
+
+    def _box(self, size: SizeWH) -> Box:
+        if self.crop is None:
+            return full_box(size)
+        return random_box(size, self.crop) if self.train else center_box(size, self.crop)
+
+    def _check_sizes(self, sample: Sample, image_wh: SizeWH, label_wh: SizeWH) -> None:
+        if image_wh == label_wh:
+            return
+        what = (
+            f"{sample.image} is {image_wh[0]}x{image_wh[1]} but its label {sample.label} is {label_wh[0]}x{label_wh[1]}"
+        )
+        if self.cfg.size is None:
+            raise DataError(f"{what}; set the dataset's `size` to resize both, or fix the pair ({CHECK_HINT})")
+        if not self._warned_mismatch:
+            self._warned_mismatch = True
+            log.warning("%s; resizing both to %dx%d (warned once per worker; %s)", what, *self.cfg.size, CHECK_HINT)
+
+
+def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, train: bool = True) -> Dataset:
+    """Build the dataset that ``cfg`` describes.
+
+    Args:
+        cfg: name, root, split, resizing, list file and limit.
+        crop: (width, height) of the crops; None returns whole (resized) images.
+        train: random crop offsets (drawn with the global torch RNG, so DataLoader worker seeding makes them
+            reproducible); False gives central crops.
+
+    Raises:
+        ConfigError: unknown dataset name, or a crop together with ``label_size: native``.
+        DataError: missing/empty/misnamed folders or missing label files, naming the path and the layout.
+    """
+    if crop is not None and cfg.label_size == "native":
+        raise ConfigError(f"dataset '{cfg.name}': label_size 'native' cannot be combined with a crop")
+    if crop is not None and (crop[0] < 1 or crop[1] < 1):
+        raise ConfigError(f"crop must be positive (width, height), got {crop}")
+    samples = find_samples(cfg)
+    _require_labels(samples)
+    return SegmentationDataset(cfg, samples, tuple(crop) if crop is not None else None, train)  # type: ignore[arg-type]
+
+
+def _require_labels(samples: list[Sample]) -> None:
+    missing = [s for s in samples if not s.label.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(
+            f"{missing[0].label}: label file not found for {missing[0].image}{more}; "
+            f"add the labels or leave those images out with a list file ({CHECK_HINT})"
+        )

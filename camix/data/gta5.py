@@ -1,0 +1,32 @@
+"""GTA5 (Richter et al. 2016): ``root/images/00001.png`` + ``root/labels/00001.png`` (Cityscapes labelIds).
+
+About two dozen of the real GTA5 images differ in size from their label map; training resizes both to
+1280x720 (with a warning) and ``camix data check`` reports them.
+"""
+
+from __future__ import annotations
+
+from camix.config import DatasetConfig
+from camix.data.transforms import LABEL_IDS, Sample, dataset_root, glob_images, require_dir, select_images
+
+LAYOUT = "ROOT/images/00001.png + ROOT/labels/00001.png (8-bit Cityscapes labelIds)"
+
+
+def find_samples(cfg: DatasetConfig) -> list[Sample]:
+    """The image/label pairs of a GTA5 folder, sorted by name (after ``list_file`` and ``limit``).
+
+    Label files are not required to exist here: loaders and checks decide what a missing one means.
+    """
+    root = dataset_root(cfg.root, LAYOUT)
+    image_dir = require_dir(root / "images", LAYOUT)
+    label_dir = require_dir(root / "labels", LAYOUT)
+    images = select_images(glob_images(image_dir, "*.png", LAYOUT), image_dir, cfg.list_file, cfg.limit)
+    return [
+        Sample(
+            image=path,
+            label=label_dir / path.relative_to(image_dir),
+            name=str(path.relative_to(root)),
+            label_format=LABEL_IDS,
+        )
+        for path in images
+    ]

@@ -1,0 +1,174 @@
+"""SYNTHIA-RAND-CITYSCAPES: ``root/RGB/0000000.png`` + ``root/GT/LABELS/0000000.png``.
+
+The original labels are 16-bit, 3-channel PNGs with the SYNTHIA class id in the first (R) channel (the
+instance id lives in G). PIL opens such files as 8-bit RGB by keeping only the **high** byte of every
+sample, which turns every class id into 0, so this module decodes them itself: it parses the PNG chunks
+and lets PIL's zlib/unfiltering decoder produce the low and high bytes separately (fast, C code), with
+a pure numpy decoder (filters 0-4) as the fallback and as an independent reference in the tests.
+
+The 8-bit ``root/synthia_mapped_to_cityscapes/0000000.png`` variant used by BDL/DACS holds the same
+SYNTHIA ids and is used when ``GT/LABELS`` is absent. Ids map to trainIds through ``SYNTHIA_TO_TRAIN_ID``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from camix.config import DatasetConfig
+from camix.data.labels import SYNTHIA_TO_TRAIN_ID
+from camix.data.transforms import (
+    LabelFormat,
+    Sample,
+    dataset_root,
+    glob_images,
+    make_lut,
+    require_dir,
+    select_images,
+)
+from camix.errors import DataError
+
+LAYOUT = (
+    "ROOT/RGB/0000000.png + ROOT/GT/LABELS/0000000.png (16-bit RGB, class id in R) "
+    "or ROOT/synthia_mapped_to_cityscapes/0000000.png (8-bit SYNTHIA ids)"
+)
+LABEL_DIRS = (Path("GT") / "LABELS", Path("synthia_mapped_to_cityscapes"))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NUM_SYNTHIA_IDS = 23  # SYNTHIA-RAND-CITYSCAPES class ids 0 (void) .. 22 (lanemarking)
+
+
+def find_samples(cfg: DatasetConfig) -> list[Sample]:
+    """The image/label pairs of a SYNTHIA folder, sorted by name (after ``list_file`` and ``limit``)."""
+    root = dataset_root(cfg.root, LAYOUT)
+    image_dir = require_dir(root / "RGB", LAYOUT)
+    label_dir = next((root / d for d in LABEL_DIRS if (root / d).is_dir()), None)
+    if label_dir is None:
+        require_dir(root / LABEL_DIRS[0], LAYOUT)  # raises, naming what the root holds
+        raise AssertionError  # pragma: no cover
+    images = select_images(glob_images(image_dir, "*.png", LAYOUT), image_dir, cfg.list_file, cfg.limit)
+    return [
+        Sample(
+            image=path,
+            label=label_dir / path.relative_to(image_dir),
+            name=str(path.relative_to(root)),
+            label_format=SYNTHIA_IDS,
+        )
+        for path in images
+    ]
+
+
+def read_synthia_label(path: Path) -> np.ndarray:
+    """Decode a SYNTHIA label file into its class ids (first channel), uint16 or uint8 ``[H, W]``.
+
+    Accepts 16-bit RGB PNGs (the original GT/LABELS), and 8-bit L/P/RGB or 16-bit grayscale files.
+
+    Raises:
+        DataError: missing, truncated or undecodable files.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    try:
+        if data[:8] == PNG_SIGNATURE and _ihdr(data)[2:4] == (16, 2):
+            return decode_png_rgb16(data)[:, :, 0]
+        return _read_with_pil(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, zlib.error, struct.error) as exc:
+        raise DataError(f"{path}: cannot decode label map ({exc}); re-extract or replace the file") from None
+
+
+def _read_with_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        img.load()
+        array = np.asarray(img)
+    return array[:, :, 0] if array.ndim == 3 else array
+
+
+SYNTHIA_IDS = LabelFormat("SYNTHIA ids", read_synthia_label, make_lut(SYNTHIA_TO_TRAIN_ID, range(NUM_SYNTHIA_IDS)))
+"""SYNTHIA class ids 0..22 -> trainIds (no terrain, truck or train)."""
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk after the PNG signature, up to IEND."""
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        payload = data[pos + 8 : pos + 8 + length]
+        if len(payload) != length:
+            raise ValueError(f"truncated PNG chunk {kind!r}")
+        chunks.append((kind, payload))
+        pos += 12 + length
+        if kind == b"IEND":
+            return chunks
+    raise ValueError("truncated PNG (no IEND chunk)")
+
+
+def _ihdr(data: bytes) -> tuple[int, int, int, int, int]:
+    """(width, height, bit depth, colour type, interlace) from the IHDR chunk at the start of a PNG."""
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if kind != b"IHDR" or length != 13:
+        raise ValueError("PNG without a valid IHDR chunk")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return width, height, depth, colour, interlace
+
+
+def decode_png_rgb16(data: bytes) -> np.ndarray:
+    """Decode a 16-bit RGB PNG (bytes) into uint16 ``[H, W, 3]``; PIL's decoder first, numpy as the fallback."""
+    width, height, _, _, interlace = _ihdr(data)
+    stream = b"".join(payload for kind, payload in _chunks(data) if kind == b"IDAT")
+    try:
+        low = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16L", interlace))
+        high = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16B", interlace))
+    except (OSError, ValueError):
+        if interlace:
+            raise
+        return decode_png_rgb16_numpy(stream, width, height)
+    return (high.astype(np.uint16) << 8) | low
+
+
+def decode_png_rgb16_numpy(stream: bytes, width: int, height: int) -> np.ndarray:
+    """Pure numpy decoder of a non-interlaced 16-bit RGB IDAT stream (PNG filters 0-4) -> uint16 ``[H, W, 3]``."""
+    bpp, stride = 6, width * 6
+    raw = np.frombuffer(zlib.decompress(stream), dtype=np.uint8)
+    if raw.size != height * (stride + 1):
+        raise ValueError(f"PNG data holds {raw.size} bytes, expected {height * (stride + 1)}")
+    rows = raw.reshape(height, stride + 1)
+    out = np.zeros((height, stride), dtype=np.uint8)
+    previous = np.zeros(stride, dtype=np.uint8)
+    for r in range(height):
+        out[r] = _unfilter_row(int(rows[r, 0]), rows[r, 1:], previous, bpp)
+        previous = out[r]
+    return out.reshape(height, width, 3, 2).astype(np.uint16) @ np.array([256, 1], dtype=np.uint16)
+
+
+def _unfilter_row(kind: int, line: np.ndarray, up: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo one PNG filter on one row (see the PNG specification, section 9)."""
+    if kind == 0:
+        return line.copy()
+    if kind == 1:  # Sub: running sum per byte position within a pixel, modulo 256
+        return (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256).astype(np.uint8).ravel()
+    if kind == 2:  # Up
+        return line + up
+    if kind not in (3, 4):
+        raise ValueError(f"unknown PNG filter type {kind}")
+    return _unfilter_sequential(kind, line.reshape(-1, bpp).astype(np.int64), up.reshape(-1, bpp).astype(np.int64))
+
+
+def _unfilter_sequential(kind: int, line: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Average (3) and Paeth (4) depend on the decoded left pixel: one step per pixel, vectorised over bytes."""
+    out = np.zeros_like(line)
+    left = upleft = np.zeros(line.shape[1], dtype=np.int64)
+    for i in range(line.shape[0]):
+        if kind == 3:
+            predictor = (left + up[i]) // 2
+        else:
+            p = left + up[i] - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - up[i]), np.abs(p - upleft)
+            predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up[i], upleft))
+        out[i] = (line[i] + predictor) % 256
+        left, upleft = out[i], up[i]
+    return out.astype(np.uint8).ravel()
