@@ -84,9 +84,10 @@ class MethodConfig:
     pseudo_threshold: float = 0.968
     ema_alpha: float = 0.99
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
-    warmup_iterations: int = 0  # ClassMix (iDACS direction) before CAMix; 110k for GTA5, 40k for SYNTHIA
+    warmup_iterations: int = 0  # ClassMix (DACS) before CAMix: 110k for GTA5, 40k for SYNTHIA in the released code
     spatial_prior: bool = True  # Table 4 "SP"
-    relations: str = "default"  # Table 4 "CR": default | none | extended (the authors' disabled groups too)
+    # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
+    relations: Literal["default", "none", "extended"] | dict[int, tuple[int, ...]] = "default"
     significance_mask: bool = True  # Table 6 "SigMask" level
     mix_input_output: bool = True  # Table 6 "In-Out" levels
     noise_passes: int = 8  # N stochastic teacher passes
@@ -242,7 +243,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:  # noqa: PLR0911 - one branch per supported type
+def _convert(tp: Any, value: Any, key: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -257,6 +258,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:  # noqa: PLR0911 - one branc
         return value
     if origin is tuple:
         return _convert_tuple(args, value, key)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return {_convert(args[0], k, key): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
     return _convert_scalar(tp, value, key)
 
 
@@ -321,6 +326,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain nested dict (tuples as lists) of a config, for YAML/JSON output."""
+
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -1,0 +1,100 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically, with rotation.
+
+Layout inside a run directory::
+
+    checkpoints/last.pt            the latest state (always loadable: written by atomic rename)
+    checkpoints/iter_0005000.pt    numbered snapshots (hard links of last.pt), the newest K kept
+    checkpoints/best.pt            the best-on-val model (labelled as such in reports)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from camix.errors import CheckpointError
+from camix.io import atomic_torch_save
+
+FORMAT = "camix-checkpoint/1"
+LOG = logging.getLogger("camix.checkpoint")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """The folder holding a run's checkpoints."""
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, keep: int, snapshot: bool = True) -> Path:
+    """Write ``last.pt`` atomically, hard-link a numbered snapshot, and keep only the newest ``keep`` snapshots."""
+    folder = checkpoint_dir(run_dir)
+    last = folder / "last.pt"
+    atomic_torch_save({"format": FORMAT, **state}, last)
+    if snapshot and keep > 0:
+        numbered = folder / f"iter_{state['iteration']:07d}.pt"
+        with contextlib.suppress(FileNotFoundError):
+            numbered.unlink()
+        try:
+            os.link(last, numbered)
+        except OSError:  # file systems without hard links
+            atomic_torch_save({"format": FORMAT, **state}, numbered)
+        for old in sorted(folder.glob("iter_*.pt"))[:-keep]:
+            old.unlink()
+    return last
+
+
+def save_best(state: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write ``best.pt`` (model weights, config and the metric that made it best)."""
+    path = checkpoint_dir(run_dir) / "best.pt"
+    atomic_torch_save({"format": FORMAT, **state}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a camix checkpoint, with one-line errors for missing, corrupt and foreign files."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {file} does not exist")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {file} is corrupt or not a torch file ({reason}); use another one") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{file} is not a camix training checkpoint (for pretrained weights use model.pretrained)"
+        )
+    return state
+
+
+def find_resume(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume auto`` continues from: ``last.pt``, else the newest loadable snapshot."""
+    folder = checkpoint_dir(run_dir)
+    candidates = [folder / "last.pt", *sorted(folder.glob("iter_*.pt"), reverse=True)]
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            load_checkpoint(candidate)
+        except CheckpointError as exc:
+            LOG.warning("skipping %s: %s", candidate, exc)
+            continue
+        return candidate
+    return None
+
+
+def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint made for another network or class count."""
+    saved = state.get("config", {}).get("model", {})
+    for key in ("name", "num_classes", "aspp_branches"):
+        if key in saved and saved[key] != model_cfg.get(key):
+            raise CheckpointError(
+                f"checkpoint {path} was trained with model.{key}={saved[key]!r}, but the config says "
+                f"{model_cfg.get(key)!r}; use the matching config or --set model.{key}={saved[key]}"
+            )

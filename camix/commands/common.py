@@ -1,0 +1,31 @@
+"""Arguments shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from camix.config import Config, load_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``-c/--config FILE`` and repeatable ``--set KEY=VALUE``."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        required=required,
+        metavar="FILE",
+        help="YAML config (configs/... resolves to the packaged configs too)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.iterations=1000 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The resolved config of ``-c`` and ``--set``."""
+    return load_config(args.config, args.overrides)

@@ -1,0 +1,215 @@
+"""Method families as step functions that return named losses (DESIGN section 6).
+
+``source_only``: cross-entropy on labelled source crops (also the oracle, trained on target labels).
+``mean_teacher``: source cross-entropy plus a consistency loss between the student on a (mixed, strongly
+augmented) image and the EMA teacher's pseudo-label; the mask strategy picks the baseline:
+
+===================  ============================================  ===========================
+``method.mix``       mask M (True = pixel taken from the target)    paper
+===================  ============================================  ===========================
+none                 all target (plain mean teacher)               Table 2/6 "Mean Teacher"
+cutmix / cowmix      a box / a smooth random region                Table 2
+classmix             not( half the classes of the source label )    DACS
+inverse_classmix     half the classes of the teacher pseudo-label  iDACS
+camix                contextual mask (prior + relations), Eq. 1    CAMix (Algorithm 1)
+===================  ============================================  ===========================
+
+The step functions never synchronise with the host: all masks, selections and thresholds stay on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camix import functional as Fn
+from camix.config import MethodConfig
+from camix.data.labels import IGNORE_INDEX
+
+TARGET_DIRECTION = {"none": True, "inverse_classmix": True, "camix": True}
+
+
+@dataclass
+class StepContext:
+    """What a step needs besides the batch. ``prior`` is the spatial prior at the target image size."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    cfg: MethodConfig
+    num_classes: int
+    generator: torch.Generator
+    augment: Callable[[Tensor], Tensor]
+    total_iterations: int
+    prior: Tensor | None = None
+    relations: Mapping[int, Sequence[int]] = field(default_factory=dict)
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    iteration: int = 0
+
+
+@dataclass
+class StepOutput:
+    """Named losses (summed by the loop) and detached tensors for logging and debug panels."""
+
+    losses: dict[str, Tensor]
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
+    """Model logits bilinearly upsampled to the input size (align_corners=True, as DACS), in float32."""
+    logits = model(image)
+    return F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None = None) -> StepOutput:
+    """Eq. 10: pixel-wise cross-entropy on the labelled source batch."""
+    with ctx.autocast():
+        logits = upsampled_logits(ctx.student, source["image"])
+    loss = F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)
+    return StepOutput({"seg": loss})
+
+
+def active_mix(cfg: MethodConfig, iteration: int) -> str:
+    """The mask strategy at ``iteration``: CAMix runs ClassMix (DACS) during its warm-up."""
+    if cfg.mix == "camix" and iteration < cfg.warmup_iterations:
+        return "classmix"
+    return cfg.mix
+
+
+@dataclass
+class TeacherView:
+    """The teacher's reading of the target batch (Sec. 3.1-3.3)."""
+
+    prob: Tensor  # [B,C,H,W] softmax at the input size
+    pseudo: Tensor  # [B,H,W] int64 argmax
+    weight: Tensor  # [B,H,W] DACS confidence weight
+    significance: Tensor | None  # [B,H,W] U_T, or None when the SigMask level is off
+
+
+def needs_significance(cfg: MethodConfig, mix: str) -> bool:
+    """The SigMask level needs the N noisy teacher passes (Eq. 5-7) only for the SRC loss."""
+    return cfg.significance_mask and cfg.consistency == "src" and mix in ("camix", "none")
+
+
+def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> TeacherView:
+    """One batched teacher forward over the clean target and (optionally) its N noisy copies."""
+    assert ctx.teacher is not None
+    cfg, batch = ctx.cfg, image.shape[0]
+    inputs = image
+    if significance:
+        noisy = Fn.noisy_copies(
+            image, cfg.noise_passes, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
+        )
+        inputs = torch.cat([image, noisy.flatten(0, 1)])
+    with torch.no_grad(), ctx.autocast():
+        logits = ctx.teacher(inputs).float()
+    size = image.shape[-2:]
+    prob = F.interpolate(logits[:batch], size=size, mode="bilinear", align_corners=True).softmax(1)
+    max_prob, pseudo = prob.max(1)
+    weight = Fn.pseudo_label_weight(max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight)
+    sig = None
+    if significance:
+        noisy_prob = logits[batch:].softmax(1).unflatten(0, (cfg.noise_passes, batch))
+        mean_prob = F.interpolate(noisy_prob.mean(0), size=size, mode="bilinear", align_corners=True)
+        entropy = Fn.predictive_entropy(mean_prob.unsqueeze(0))
+        k_sup = cfg.k_sup if cfg.k_sup is not None else float(torch.log(torch.tensor(float(ctx.num_classes))))
+        threshold = Fn.dynamic_threshold(
+            ctx.iteration, cfg.threshold_ramp, beta=cfg.threshold_beta, gamma=cfg.threshold_gamma, k_sup=k_sup
+        )
+        sig = Fn.significance_mask(entropy, threshold)
+    return TeacherView(prob, pseudo, weight, sig)
+
+
+def crop_prior(prior: Tensor, boxes: Tensor) -> Tensor:
+    """The spatial prior cropped with each target crop's box (top, left, height, width) -> [B,C,h,w]."""
+    crops = [prior[:, top : top + h, left : left + w] for top, left, h, w in boxes.tolist()]  # boxes live on the host
+    return torch.stack(crops)
+
+
+def target_mask(
+    ctx: StepContext, mix: str, view: TeacherView, source: dict[str, Tensor], target: dict[str, Tensor]
+) -> Tensor:
+    """The mixing mask M as a bool [B,H,W] that is True where the mixed pixel comes from the target."""
+    shape = tuple(view.pseudo.shape)
+    cfg = ctx.cfg
+    if mix == "none":
+        return torch.ones(shape, dtype=torch.bool, device=view.pseudo.device)
+    if mix == "classmix":  # DACS: source classes pasted onto the target
+        return ~Fn.classmix_mask(source["label"], ctx.generator, count_ignore=cfg.classmix_count_ignore)
+    if mix == "inverse_classmix":  # iDACS: target classes pasted onto the source
+        return Fn.classmix_mask(view.pseudo, ctx.generator)
+    if mix == "cutmix":
+        return ~Fn.cutmix_mask(shape, ctx.generator)  # type: ignore[arg-type]
+    if mix == "cowmix":
+        return ~Fn.cowmix_mask(shape, ctx.generator, sigma=cfg.cowmix_sigma, p=cfg.cowmix_p)  # type: ignore[arg-type]
+    if mix == "camix":
+        prior = None
+        if cfg.spatial_prior and ctx.prior is not None:
+            prior = crop_prior(ctx.prior, target["box"]).to(view.prob.dtype)
+        return Fn.contextual_mask(view.prob, prior, ctx.relations, ctx.generator)
+    raise ValueError(f"unknown mix strategy {mix!r}")
+
+
+def mean_teacher(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None) -> StepOutput:
+    """Algorithm 1 (and its baselines): source CE + lambda * consistency on the mixed image (Eq. 2, 4, 8, 9, 11)."""
+    assert target is not None, "mean_teacher needs a target batch"
+    cfg, mix = ctx.cfg, active_mix(ctx.cfg, ctx.iteration)
+    out = source_only(ctx, source)
+    view = teacher_view(ctx, target["image"], needs_significance(cfg, mix))
+    mask = target_mask(ctx, mix, view, source, target)
+    if not cfg.mix_input_output and mix == "camix":  # Table 6 without the In-Out levels: no mixing
+        mask = torch.ones_like(mask)
+    ones = torch.ones_like(view.weight)
+    image = Fn.mix(mask, target["image"], source["image"])
+    label = Fn.mix(mask, view.pseudo, source["label"])
+    weight = Fn.mix(mask, view.weight, ones)
+    sig = Fn.mix(mask, view.significance, ones) if view.significance is not None else ones
+    image, label, weight, sig = maybe_flip(ctx, image, label, weight, sig)
+    image = ctx.augment(image)
+    with ctx.autocast():
+        logits = upsampled_logits(ctx.student, image)
+    kind = cfg.consistency if mix != "classmix" or cfg.mix == "classmix" else "ce"
+    con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
+    out.losses["con"] = cfg.lambda_con * con
+    out.extras = {
+        "mixed_image": image.detach(),
+        "mask": mask,
+        "mixed_label": label,
+        "significance": sig,
+        "pseudo_label": view.pseudo,
+        "weight": weight,
+    }
+    return out
+
+
+def maybe_flip(ctx: StepContext, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Random horizontal flip of the mixed image with its label and masks (per image, when enabled)."""
+    if not ctx.cfg.augment.flip:
+        return tensors
+    batch = tensors[0].shape[0]
+    device = tensors[0].device
+    flip = torch.rand(batch, generator=ctx.generator, device=ctx.generator.device).to(device) < 0.5
+    return tuple(torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t) for t in tensors)
+
+
+STEPS: dict[str, Callable[[StepContext, dict[str, Tensor], dict[str, Tensor] | None], StepOutput]] = {
+    "source_only": source_only,
+    "mean_teacher": mean_teacher,
+}
+
+
+def relations_for(spec: str | Mapping[int, Sequence[int]]) -> Mapping[int, Sequence[int]]:
+    """The context relations of ``method.relations``: a preset name or an explicit mapping."""
+    if not isinstance(spec, str):
+        return spec
+    presets: dict[str, Mapping[int, Sequence[int]]] = {
+        "default": Fn.DEFAULT_RELATIONS,
+        "extended": Fn.EXTENDED_RELATIONS,
+        "none": {},
+    }
+    return presets[spec]

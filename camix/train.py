@@ -1,0 +1,343 @@
+"""The one explicit training loop (DESIGN section 6).
+
+Each iteration: poly learning rate -> one batch per domain -> the method's step returns named losses ->
+sum, backpropagate, optimiser step -> EMA teacher update. Every ``log_every`` iterations the losses are
+brought to the host once, checked for finiteness and logged; checkpoints are written only after such a
+check, so the newest checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from camix import functional as Fn
+from camix.augment import StrongAugment
+from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
+from camix.config import Config, to_dict
+from camix.errors import CamixError, CheckpointError
+from camix.evaluate import EvalResult
+from camix.methods import STEPS, StepContext, relations_for
+from camix.models import build_model, load_pretrained, param_groups
+from camix.runtime import (
+    Dist,
+    all_gather_objects,
+    all_reduce_,
+    init_distributed,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
+from camix.train_support import (
+    MetricsLog,
+    StopSignal,
+    build_train_iterators,
+    evaluate_distributed,
+    load_or_build_prior,
+    prepare_run_dir,
+    save_debug_panel,
+)
+
+LOG = logging.getLogger("camix.train")
+
+
+class NonFiniteLoss(CamixError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint (exit code 1)."""
+
+    exit_code = 1
+
+
+def poly_lr_(optimizer: torch.optim.Optimizer, base_lr: float, power: float, iteration: int, total: int) -> float:
+    """Poly decay: lr = base * mult * (1 - t/T)^power for each group (its ``lr_mult``); returns the base lr."""
+    lr = base_lr * (1.0 - iteration / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+    return lr
+
+
+def autocast_factory(device: torch.device, amp: str) -> Any:
+    """A zero-argument callable returning the autocast context for ``train.amp``."""
+    if amp == "none":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`fit` is the loop."""
+
+    def __init__(self, cfg: Config, *, resume: str | None = None, progress: bool = True) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.dist: Dist = init_distributed(cfg.train.device)
+        self.device = select_device(cfg.train.device, self.dist)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        seed_everything(cfg.seed + self.dist.rank)
+        self.run_dir = prepare_run_dir(cfg, self.dist)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
+        self._build_models()
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
+        self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
+        self._resume(resume)
+        self._build_data()
+
+    # ----- construction -------------------------------------------------------------------------------
+    def _build_models(self) -> None:
+        cfg = self.cfg
+        model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
+        if cfg.model.pretrained:
+            load_pretrained(model, cfg.model.pretrained)
+        if self.dist.enabled and cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.teacher: nn.Module | None = None
+        if cfg.method.name == "mean_teacher":
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
+            self.teacher.train(cfg.method.teacher_train_mode)
+        groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
+        self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
+        self.student: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.student = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.student = torch.compile(self.student)  # type: ignore[assignment]
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        self.source_iter, self.target_iter, target_size = build_train_iterators(
+            cfg, self.dist, start_batch=self.iteration, pin_memory=self.device.type == "cuda"
+        )
+        prior = None
+        if cfg.method.mix == "camix" and cfg.method.spatial_prior:
+            assert target_size is not None
+            prior = load_or_build_prior(cfg, target_size, self.run_dir, self.dist).to(self.device)
+        crop_w, crop_h = cfg.data.crop
+        self.context = StepContext(
+            student=self.student,
+            teacher=self.teacher,
+            cfg=cfg.method,
+            num_classes=cfg.model.num_classes,
+            generator=self.generator,
+            augment=StrongAugment(cfg.method.augment, crop_h, crop_w).to(self.device),
+            total_iterations=cfg.train.iterations,
+            prior=prior,
+            relations=relations_for(cfg.method.relations),
+            autocast=autocast_factory(self.device, cfg.train.amp),
+        )
+
+    # ----- checkpoints --------------------------------------------------------------------------------
+    def _resume(self, resume: str | None) -> None:
+        if resume is None:
+            return
+        path = find_resume(self.run_dir) if resume == "auto" else Path(resume)
+        if path is None:
+            LOG.info("--resume auto: no checkpoint in %s, starting from scratch", self.run_dir)
+            return
+        state = load_checkpoint(path)
+        check_compatible(state, to_dict(self.cfg.model), path)
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.teacher is not None and state.get("teacher") is not None:
+                self.teacher.load_state_dict(state["teacher"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]})") from None
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration, self.best = state["iteration"], state.get("best", self.best)
+        self._restore_rng(state.get("rng", []))
+        self.log.truncate_after(self.iteration)
+        LOG.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def _restore_rng(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != self.dist.world_size:
+            LOG.warning(
+                "checkpoint has RNG states for %d processes, this run has %d: the data order and "
+                "masks will differ from an uninterrupted run",
+                len(states),
+                self.dist.world_size,
+            )
+            return
+        mine = states[self.dist.rank]
+        set_rng_state(mine["global"])
+        self.generator.set_state(mine["generator"])
+
+    def _state(self) -> dict[str, Any]:
+        rng = all_gather_objects({"global": rng_state(), "generator": self.generator.get_state()}, self.dist)
+        return {
+            "iteration": self.iteration,
+            "config": to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng,
+            "best": self.best,
+        }
+
+    def save(self, snapshot: bool = True) -> None:
+        """Write ``last.pt`` (and a numbered snapshot); collective under DDP, rank 0 writes."""
+        state = self._state()
+        if self.dist.is_main:
+            save_checkpoint(state, self.run_dir, keep=self.cfg.train.keep_checkpoints, snapshot=snapshot)
+
+    # ----- the loop -----------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.iterations``; returns the final summary (scores in percent)."""
+        cfg, total = self.cfg, self.cfg.train.iterations
+        bar = tqdm(
+            total=total,
+            initial=self.iteration,
+            desc=f"train {cfg.method.name}/{cfg.method.mix}",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+            unit="it",
+        )
+        sums: dict[str, torch.Tensor] = {}
+        tick, done_since_log = time.perf_counter(), 0
+        with StopSignal() as stop:
+            while self.iteration < total:
+                losses = self.train_step()
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0) + value.detach()
+                self.iteration += 1
+                done_since_log += 1
+                bar.update(1)
+                at_end = self.iteration == total
+                stopping = self._should_stop(stop)
+                eval_due = self._due(cfg.train.eval_every) or at_end
+                save_due = self._due(cfg.train.checkpoint_every) or at_end or stopping
+                if self._due(cfg.train.log_every) or eval_due or save_due:  # losses checked before any save
+                    seconds = (time.perf_counter() - tick) / done_since_log
+                    self._log_losses(sums, done_since_log, seconds, bar)
+                    sums, tick, done_since_log = {}, time.perf_counter(), 0
+                if eval_due:
+                    self._evaluate_and_log(bar)
+                if save_due:
+                    self.save()
+                if stopping:
+                    bar.close()
+                    return self._interrupted(stop.signal_name)
+        bar.close()
+        return self._summary()
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One iteration; returns the detached named losses (still on the device)."""
+        cfg = self.cfg
+        lr = poly_lr_(self.optimizer, cfg.optim.lr, cfg.optim.power, self.iteration, cfg.train.iterations)
+        source = self._to_device(next(self.source_iter))
+        target = self._to_device(next(self.target_iter)) if self.target_iter is not None else None
+        self.context.iteration = self.iteration
+        out = STEPS[cfg.method.name](self.context, source, target)
+        total = torch.stack(list(out.losses.values())).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.teacher is not None:
+            Fn.ema_update_(self.teacher, self.model, Fn.ema_alpha(self.iteration, cfg.method.ema_alpha))
+        if cfg.train.debug_every and self.dist.is_main and (self.iteration + 1) % cfg.train.debug_every == 0:
+            save_debug_panel(self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png", source, target, out.extras)
+        losses = {name: value.detach().float() for name, value in out.losses.items()}
+        losses["total"] = total.detach().float()
+        self._lr = lr
+        return losses
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        moved = {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) and k != "box" else v
+            for k, v in batch.items()
+        }
+        if self.cfg.train.channels_last:
+            moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
+        return moved
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.iteration % every == 0
+
+    def _should_stop(self, stop: StopSignal) -> bool:
+        flag = torch.tensor([1.0 if stop.requested else 0.0])
+        if self.dist.enabled:
+            flag = all_reduce_(flag.to(self.device), self.dist, op="max").cpu()
+        return bool(flag.item())
+
+    def _log_losses(self, sums: dict[str, torch.Tensor], count: int, seconds: float, bar: tqdm) -> None:
+        names = list(sums)
+        means = torch.stack([sums[n] for n in names]) / count
+        means = all_reduce_(means, self.dist) / self.dist.world_size
+        values = dict(zip(names, means.tolist(), strict=True))
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteLoss(
+                f"loss '{bad[0]}' became {values[bad[0]]} by iteration {self.iteration}; the run stopped and kept its "
+                f"last good checkpoint in {self.run_dir / 'checkpoints'} (try a lower optim.lr or train.amp=none)"
+            )
+        record = {"iteration": self.iteration, "lr": self._lr, "sec_per_iter": seconds}
+        record.update({f"loss/{name}": value for name, value in values.items()})
+        self.log.write(record)
+        bar.set_postfix(loss=f"{values['total']:.3f}", s_it=f"{seconds:.2f}")
+
+    def _evaluate_and_log(self, bar: tqdm) -> EvalResult:
+        result = evaluate_distributed(self.model, self.cfg, self.device, self.dist)
+        scores = result.as_dict()
+        self.last_scores = scores
+        self.log.write(
+            {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
+        )
+        if scores["miou19"] > self.best["miou19"]:
+            self.best = {"miou19": scores["miou19"], "iteration": self.iteration}
+            if self.dist.is_main:
+                save_best(
+                    {
+                        "iteration": self.iteration,
+                        "config": to_dict(self.cfg),
+                        "model": self.model.state_dict(),
+                        "teacher": None,
+                        "metrics": scores,
+                        "kind": "best",
+                    },
+                    self.run_dir,
+                )
+        bar.write(f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.best['miou19']:.2f})")
+        return result
+
+    def _summary(self) -> dict[str, Any]:
+        scores = getattr(self, "last_scores", None)
+        summary = {
+            "run_dir": str(self.run_dir),
+            "iteration": self.iteration,
+            "final": scores,
+            "best": self.best,
+            "checkpoint": str(self.run_dir / "checkpoints" / "last.pt"),
+        }
+        self.log.write_summary(summary)
+        return summary
+
+    def _interrupted(self, signal_name: str) -> dict[str, Any]:
+        message = (
+            f"stopped by {signal_name} at iteration {self.iteration}; checkpoint saved. Resume with: "
+            f"camix train -c {self.run_dir / 'config.yaml'} --resume auto"
+        )
+        LOG.warning(message)
+        return {"run_dir": str(self.run_dir), "iteration": self.iteration, "interrupted": signal_name}
+
+
+def train(cfg: Config, *, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build a :class:`Trainer` for ``cfg`` and run it to the end (or to a stop signal)."""
+    return Trainer(cfg, resume=resume, progress=progress).fit()

@@ -1,0 +1,203 @@
+"""The pieces the training loop plugs together: run directory, metrics log, stop signals, data, prior, panels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from camix.config import Config, DatasetConfig, dump_config, to_dict
+from camix.errors import CamixError, ConfigError, DataError
+from camix.evaluate import EvalResult, evaluate
+from camix.io import atomic_write_text
+from camix.runtime import Dist, all_reduce_
+
+LOG = logging.getLogger("camix.train")
+
+
+def barrier(info: Dist) -> None:
+    """Wait for every rank (no-op without DDP)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def prepare_run_dir(cfg: Config, info: Dist) -> Path:
+    """Create the run directory and save the resolved config into it (rank 0); fail clearly if not writable."""
+    run_dir = Path(cfg.out_dir)
+    if info.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        except OSError as exc:
+            raise CamixError(
+                f"output directory {run_dir} is not writable ({exc.strerror}); choose another with --set out_dir=DIR"
+            ) from None
+    barrier(info)
+    return run_dir
+
+
+class MetricsLog:
+    """Append-only JSON-lines log (``metrics.jsonl``) plus ``summary.json``; only rank 0 writes."""
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        """All records written so far (a torn last line from a crash is skipped)."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop records logged after ``iteration`` (they belong to the part of a run that a resume repeats)."""
+        if self.enabled and self.path.is_file():
+            kept = [r for r in self.read() if r.get("iteration", 0) <= iteration]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write ``summary.json`` beside the log."""
+        if self.enabled:
+            atomic_write_text(self.path.parent / "summary.json", json.dumps(summary, indent=2))
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+        LOG.warning("%s received: finishing this iteration, then saving a checkpoint", self.signal_name)
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _dataset(cfg: DatasetConfig, crop: tuple[int, int] | None, train: bool) -> Any:
+    from camix.data.datasets import build_dataset
+
+    return build_dataset(cfg, crop=crop, train=train)
+
+
+def image_size(dataset: Any) -> tuple[int, int]:
+    """(width, height) of a dataset's resized images, read from its first item without touching the RNG."""
+    with torch.random.fork_rng(devices=[]):
+        size = dataset[0]["size"]
+    return int(size[0]), int(size[1])
+
+
+def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memory: bool) -> tuple[Any, Any, Any]:
+    """Endless source and target batch iterators starting at batch ``start_batch``, and the target image size."""
+    from camix.data.sampling import infinite_loader
+
+    common = {
+        "batch_size": cfg.data.batch_size,
+        "workers": cfg.data.workers,
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "start_batch": start_batch,
+        "pin_memory": pin_memory,
+    }
+    source = infinite_loader(_dataset(cfg.data.source, cfg.data.crop, True), seed=cfg.seed, **common)
+    if cfg.method.name != "mean_teacher":
+        return source, None, None
+    if cfg.data.target is None:
+        raise ConfigError(f"method.name={cfg.method.name} needs an unlabelled target dataset: set data.target")
+    target_ds = _dataset(cfg.data.target, cfg.data.crop, True)
+    target = infinite_loader(target_ds, seed=cfg.seed + 7_654_321, **common)
+    return source, target, image_size(target_ds)
+
+
+def evaluate_distributed(model: nn.Module, cfg: Config, device: torch.device, info: Dist) -> EvalResult:
+    """Evaluate on ``data.val``; under DDP each rank takes a shard and the confusion matrices are summed."""
+    dataset = _dataset(cfg.data.val, None, False)
+    if info.enabled:
+        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
+    loader = DataLoader(
+        dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.data.workers, pin_memory=device.type == "cuda"
+    )
+    result = evaluate(model, loader, num_classes=cfg.model.num_classes, device=device, flip=cfg.eval.flip)
+    return EvalResult(all_reduce_(result.confusion, info))
+
+
+def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
+    """Where the spatial prior of ``data.source`` at ``size`` is cached: in the source root, else the run dir."""
+    key = json.dumps([to_dict(cfg.data.source), list(size), cfg.model.num_classes], sort_keys=True)
+    name = f"prior_{cfg.data.source.name}_{size[0]}x{size[1]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
+    folder = Path(cfg.data.source.root) / ".camix_cache"
+    try:
+        folder.mkdir(exist_ok=True)
+        probe = folder / ".write_test"
+        probe.touch()
+        probe.unlink()
+        return folder / name
+    except OSError:
+        return run_dir / name
+
+
+def load_or_build_prior(cfg: Config, size: tuple[int, int], run_dir: Path, info: Dist) -> torch.Tensor:
+    """The spatial prior Q [C,H,W] at the target image size: ``data.prior`` if given, else built and cached."""
+    from camix.data.prior import compute_prior, load_prior, save_prior
+
+    if cfg.data.prior:
+        prior = load_prior(cfg.data.prior)
+    else:
+        path = prior_cache_path(cfg, size, run_dir)
+        if info.is_main and not path.is_file():
+            LOG.info("computing the spatial prior of %s at %dx%d -> %s", cfg.data.source.root, *size, path)
+            prior, stats = compute_prior(cfg.data.source, size, progress=True)
+            save_prior(
+                path,
+                prior,
+                {"size": size, "dataset": cfg.data.source.name, "root": cfg.data.source.root, "stats": stats},
+            )
+        barrier(info)
+        prior = load_prior(path)
+    expected = (cfg.model.num_classes, size[1], size[0])
+    if tuple(prior.shape) != expected:
+        raise DataError(
+            f"spatial prior {cfg.data.prior} has shape {tuple(prior.shape)}, expected {expected} "
+            f"(classes, target height, target width); rebuild it with camix data prior"
+        )
+    return prior.float()
+
+
+def save_debug_panel(path: Path, source: dict[str, Any], target: dict[str, Any] | None, extras: dict[str, Any]) -> None:
+    """The picture of the paper's Figure 2 for the first image of the batch."""
+    from camix.visualize import debug_panel
+
+    debug_panel(path, source, target, extras)
