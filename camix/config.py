@@ -88,8 +88,7 @@ class MethodConfig:
     spatial_prior: bool = True  # Table 4 "SP"
     # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
     relations: Literal["default", "none", "extended"] | dict[int, tuple[int, ...]] = "default"
-    significance_mask: bool = True  # Table 6 "SigMask" level
-    mix_input_output: bool = True  # Table 6 "In-Out" levels
+    significance_mask: bool = True  # Table 6 "SigMask" level (used by the SRC loss; mix none = no In-Out levels)
     noise_passes: int = 8  # N stochastic teacher passes
     noise_std: float = 0.1  # Gaussian noise, in units of the [0, 1] intensity range
     noise_clip: float = 0.2  # noise clipped to +-noise_clip of the intensity range

@@ -162,8 +162,6 @@ def mean_teacher(ctx: StepContext, source: dict[str, Tensor], target: dict[str, 
     out = source_only(ctx, source)
     view = teacher_view(ctx, target["image"], needs_significance(cfg, mix))
     mask = target_mask(ctx, mix, view, source, target)
-    if not cfg.mix_input_output and mix == "camix":  # Table 6 without the In-Out levels: no mixing
-        mask = torch.ones_like(mask)
     ones = torch.ones_like(view.weight)
     image = Fn.mix(mask, target["image"], source["image"])
     label = Fn.mix(mask, view.pseudo, source["label"])
