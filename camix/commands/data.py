@@ -10,6 +10,8 @@ HELP = "dataset tools: generate SynthCity, check a dataset, compute the spatial 
 # subcommand -> module with HELP, add_arguments(parser), run(args)
 SUBCOMMANDS: dict[str, str] = {
     "synthcity": "camix.commands.data_synthcity",
+    "check": "camix.commands.data_check",
+    "prior": "camix.commands.data_prior",
 }
 
 

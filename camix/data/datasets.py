@@ -133,11 +133,12 @@ def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, tr
     if crop is not None and (crop[0] < 1 or crop[1] < 1):
         raise ConfigError(f"crop must be positive (width, height), got {crop}")
     samples = find_samples(cfg)
-    _require_labels(samples)
+    require_labels(samples)
     return SegmentationDataset(cfg, samples, tuple(crop) if crop is not None else None, train)  # type: ignore[arg-type]
 
 
-def _require_labels(samples: list[Sample]) -> None:
+def require_labels(samples: list[Sample]) -> None:
+    """Raise a DataError naming the first missing label file (and how many more are missing)."""
     missing = [s for s in samples if not s.label.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -1,0 +1,164 @@
+"""The spatial prior Q (paper Sec. 3.1) of a source dataset: compute, save, load, cache.
+
+The released CAMix code ships Q as an opaque file; camix computes it from the source labels with
+:func:`camix.functional.spatial_prior`. Every label map is resized (nearest) to the prior size first, so
+compute it at the size the training images are resized to (GTA5 1280x720, SYNTHIA 1280x760) and crop it
+with each item's ``box`` (:func:`camix.data.transforms.crop_to_box`).
+
+File format (``torch.save``, written atomically): ``{"prior": float32 Tensor[C, H, W], "size": (W, H),
+"dataset": name, "root": str, "num_images": n}``; per-class pixel statistics go to a JSON file beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from camix.config import DatasetConfig
+from camix.data.datasets import find_samples, require_labels
+from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
+from camix.errors import DataError
+from camix.io import atomic_torch_save, atomic_write_text
+
+
+class _PriorLabels(Dataset[torch.Tensor]):
+    """Label maps of a dataset as int64 trainIds, resized (nearest) to the prior size."""
+
+    def __init__(self, samples: list[Sample], size: SizeWH) -> None:
+        self.samples, self.size = samples, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        sample = self.samples[index]
+        raw = sample.label_format.read(sample.label)
+        resized = resize_crop_label(raw, self.size, full_box(self.size))
+        return torch.from_numpy(map_labels(resized, sample.label_format, sample.label).astype(np.int64))
+
+
+def compute_prior(
+    cfg: DatasetConfig, size_wh: SizeWH, *, progress: bool = True, workers: int = 0, smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The spatial prior of the labels of ``cfg`` (all of them, or ``cfg.list_file``/``cfg.limit``).
+
+    Args:
+        cfg: the (source) dataset; its ``size``/``scale``/``crop`` settings are not used.
+        size_wh: (width, height) of the prior.
+        progress: show a tqdm progress bar.
+        workers: DataLoader worker processes decoding the label files.
+        smoothing: additive smoothing passed to ``spatial_prior``.
+
+    Returns:
+        ``(prior, stats)``: float32 ``Tensor[19, H, W]`` summing to 1 over classes at every pixel, and
+        per-class pixel statistics (counted at the prior size) as a JSON-ready dict.
+
+    Raises:
+        DataError: missing folders or label files, undecodable labels, unknown label ids.
+    """
+    from camix.functional import spatial_prior  # imported here: camix.functional imports camix.data.labels
+
+    width, height = size_wh
+    samples = find_samples(cfg)
+    require_labels(samples)
+    loader = DataLoader(_PriorLabels(samples, (width, height)), batch_size=None, num_workers=workers)
+    counts = np.zeros(NUM_CLASSES + 1, dtype=np.int64)  # last bin: ignored pixels
+    images = np.zeros(NUM_CLASSES, dtype=np.int64)
+
+    def labels() -> Any:
+        for label in tqdm(loader, desc=f"prior {cfg.name}", unit="img", disable=not progress):
+            per_class = torch.bincount(label.flatten().clamp(max=NUM_CLASSES), minlength=NUM_CLASSES + 1).numpy()
+            counts[:] += per_class
+            images[:] += per_class[:NUM_CLASSES] > 0
+            yield label
+
+    prior = spatial_prior(labels(), NUM_CLASSES, (height, width), ignore_index=IGNORE_INDEX, smoothing=smoothing)
+    return prior, _stats(cfg, size_wh, len(samples), counts, images)
+
+
+def _stats(cfg: DatasetConfig, size_wh: SizeWH, num_images: int, counts: np.ndarray, images: np.ndarray) -> dict:
+    labelled = int(counts[:NUM_CLASSES].sum())
+    classes = [
+        {
+            "train_id": c,
+            "name": CLASS_NAMES[c],
+            "pixels": int(counts[c]),
+            "fraction": int(counts[c]) / labelled if labelled else 0.0,
+            "images": int(images[c]),
+        }
+        for c in range(NUM_CLASSES)
+    ]
+    return {
+        "dataset": cfg.name,
+        "root": cfg.root,
+        "size": list(size_wh),
+        "num_images": num_images,
+        "note": "pixels are counted on the label maps resized (nearest) to the prior size",
+        "labelled_pixels": labelled,
+        "ignored_pixels": int(counts[NUM_CLASSES]),
+        "classes": classes,
+    }
+
+
+def stats_path(path: str | Path) -> Path:
+    """Where the JSON statistics of a prior file go: the same name with suffix ``.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_prior(path: str | Path, prior: torch.Tensor, meta: dict[str, Any]) -> None:
+    """Write a prior file atomically: ``{"prior": float32 Tensor[C,H,W], **meta}``.
+
+    ``meta`` holds ``size`` (W, H), ``dataset``, ``root`` and ``num_images``; any per-class ``classes``
+    statistics in it go to the JSON file beside it (:func:`stats_path`) instead, also atomically.
+    """
+    record = {k: v for k, v in meta.items() if k in ("size", "dataset", "root", "num_images")}
+    record["size"] = tuple(int(v) for v in record.get("size", (prior.shape[-1], prior.shape[-2])))
+    atomic_torch_save({"prior": prior.detach().to("cpu", torch.float32).contiguous(), **record}, path)
+    if "classes" in meta:
+        atomic_write_text(stats_path(path), json.dumps(meta, indent=2) + "\n")
+
+
+def load_prior(path: str | Path) -> torch.Tensor:
+    """Read the float32 ``Tensor[C, H, W]`` of a prior file.
+
+    Raises:
+        DataError: the file is missing, not a prior file or corrupt (naming it).
+    """
+    record = load_prior_record(path)
+    return record["prior"]
+
+
+def load_prior_record(path: str | Path) -> dict[str, Any]:
+    """The whole prior file (``prior`` plus its metadata); DataError on missing/corrupt files."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{file}: spatial prior file not found; make one with `camix data prior`")
+    try:
+        record = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{file}: cannot read spatial prior ({exc}); delete it and run `camix data prior`") from None
+    prior = record.get("prior") if isinstance(record, dict) else None
+    if not isinstance(prior, torch.Tensor) or prior.dim() != 3 or not torch.isfinite(prior).all():
+        raise DataError(f"{file}: not a spatial prior file (expected a dict with 'prior': Tensor[C, H, W])")
+    return record
+
+
+def cached_prior(cfg: DatasetConfig, size_wh: SizeWH, path: str | Path, *, progress: bool = True) -> torch.Tensor:
+    """Load the prior at ``path`` when it matches ``cfg.name`` and ``size_wh``, else compute and save it there."""
+    file = Path(path)
+    if file.is_file():
+        record = load_prior_record(file)
+        if record.get("dataset") == cfg.name and tuple(record.get("size", ())) == tuple(size_wh):
+            return record["prior"]
+    prior, stats = compute_prior(cfg, size_wh, progress=progress)
+    save_prior(file, prior, stats)
+    return prior
