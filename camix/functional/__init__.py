@@ -1,0 +1,69 @@
+"""The CAMix equations as pure functions (paper Sec. 3, Eqs. 1-11; DESIGN section 2).
+
+Every function is pure: no I/O, no global state, device and dtype follow the inputs, and randomness comes only
+from an explicit ``torch.Generator`` (made by the caller on the inputs' device). The per-iteration functions do
+not synchronise with the host. Shapes: B batch, C classes, H×W pixels, N stochastic passes; labels are int64
+with ignore index 255.
+"""
+
+from camix.data.labels import IGNORE_INDEX, MIOU13_CLASSES, MIOU16_CLASSES, NUM_CLASSES
+from camix.functional.classes import (
+    DEFAULT_RELATIONS,
+    EXTENDED_RELATIONS,
+    RELATION_PRESETS,
+    Relations,
+    class_mask,
+    close_relations_batched,
+    expand_with_relations,
+    label_bins,
+    mask_from_selection,
+    presence_matrix,
+    relations_matrix,
+    select_classes,
+    select_half_batched,
+)
+from camix.functional.context import contextual_mask, modulated_pseudo_label, spatial_prior
+from camix.functional.losses import consistency_loss, pseudo_label_weight, src_loss
+from camix.functional.metrics import confusion_matrix, iou, miou
+from camix.functional.mixing import classmix_mask, cowmix_mask, cutmix_mask, mix
+from camix.functional.teacher import ema_alpha, ema_update_
+from camix.functional.uncertainty import dynamic_threshold, noisy_copies, predictive_entropy, significance_mask
+
+__all__ = [
+    "DEFAULT_RELATIONS",
+    "EXTENDED_RELATIONS",
+    "IGNORE_INDEX",
+    "MIOU13_CLASSES",
+    "MIOU16_CLASSES",
+    "NUM_CLASSES",
+    "RELATION_PRESETS",
+    "Relations",
+    "class_mask",
+    "classmix_mask",
+    "close_relations_batched",
+    "confusion_matrix",
+    "consistency_loss",
+    "contextual_mask",
+    "cowmix_mask",
+    "cutmix_mask",
+    "dynamic_threshold",
+    "ema_alpha",
+    "ema_update_",
+    "expand_with_relations",
+    "iou",
+    "label_bins",
+    "mask_from_selection",
+    "miou",
+    "mix",
+    "modulated_pseudo_label",
+    "noisy_copies",
+    "predictive_entropy",
+    "presence_matrix",
+    "pseudo_label_weight",
+    "relations_matrix",
+    "select_classes",
+    "select_half_batched",
+    "significance_mask",
+    "spatial_prior",
+    "src_loss",
+]
