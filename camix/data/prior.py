@@ -115,16 +115,22 @@ def stats_path(path: str | Path) -> Path:
 
 
 def save_prior(path: str | Path, prior: torch.Tensor, meta: dict[str, Any]) -> None:
-    """Write a prior file atomically: ``{"prior": float32 Tensor[C,H,W], **meta}``.
+    """Write a prior file atomically: ``{"prior": float32 Tensor[C,H,W], "size", "dataset", "root", "num_images"}``.
 
-    ``meta`` holds ``size`` (W, H), ``dataset``, ``root`` and ``num_images``; any per-class ``classes``
-    statistics in it go to the JSON file beside it (:func:`stats_path`) instead, also atomically.
+    Args:
+        path: the output file.
+        prior: ``Tensor[C, H, W]``.
+        meta: ``size`` (W, H), ``dataset``, ``root``, ``num_images``, and optionally the per-class statistics of
+            :func:`compute_prior`, either as ``meta`` itself (``meta = stats``) or under ``meta["stats"]``;
+            the statistics go to the JSON file beside ``path`` (:func:`stats_path`), also atomically.
     """
-    record = {k: v for k, v in meta.items() if k in ("size", "dataset", "root", "num_images")}
-    record["size"] = tuple(int(v) for v in record.get("size", (prior.shape[-1], prior.shape[-2])))
+    stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else (meta if "classes" in meta else None)
+    merged = {**(stats or {}), **{k: v for k, v in meta.items() if k != "stats"}}
+    record = {k: merged[k] for k in ("dataset", "root", "num_images") if k in merged}
+    record["size"] = tuple(int(v) for v in merged.get("size", (prior.shape[-1], prior.shape[-2])))
     atomic_torch_save({"prior": prior.detach().to("cpu", torch.float32).contiguous(), **record}, path)
-    if "classes" in meta:
-        atomic_write_text(stats_path(path), json.dumps(meta, indent=2) + "\n")
+    if stats is not None:
+        atomic_write_text(stats_path(path), json.dumps(stats, indent=2) + "\n")
 
 
 def load_prior(path: str | Path) -> torch.Tensor:

@@ -67,6 +67,15 @@ def test_save_load_and_cache_prior(tmp_path: Path) -> None:
     assert torch.allclose(cached_prior(cfg, (2, 1), path, progress=False).sum(0), torch.ones(1, 2))  # recomputed
 
 
+def test_save_prior_with_nested_stats(tmp_path: Path) -> None:
+    cfg = DatasetConfig(name="gta5", root=str(two_label_gta(tmp_path / "gta")))
+    prior, stats = compute_prior(cfg, (4, 2), progress=False)
+    save_prior(tmp_path / "p.pt", prior, {"size": [4, 2], "dataset": "gta5", "root": cfg.root, "stats": stats})
+    record = load_prior_record(tmp_path / "p.pt")
+    assert record["num_images"] == 2 and record["size"] == (4, 2) and torch.equal(record["prior"], prior)
+    assert json.loads((tmp_path / "p.json").read_text())["ignored_pixels"] == 3
+
+
 def test_load_prior_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="spatial prior file not found"):
         load_prior(tmp_path / "nope.pt")
