@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         required=True,
         metavar="HxW",
-        help="prior size as HEIGHTxWIDTH (height first!), e.g. 720x1280 for GTA5 resized to 1280x720 (WxH); "
-        "use the size the training images are resized to",
+        help="prior size as HEIGHTxWIDTH (height first!): the size the target training images are resized to, "
+        "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.pt); statistics go to FILE.json")
     parser.add_argument("--smoothing", type=float, default=0.0, help="additive smoothing of the counts (default 0)")

@@ -1,9 +1,10 @@
 """The spatial prior Q (paper Sec. 3.1) of a source dataset: compute, save, load, cache.
 
 The released CAMix code ships Q as an opaque file; camix computes it from the source labels with
-:func:`camix.functional.spatial_prior`. Every label map is resized (nearest) to the prior size first, so
-compute it at the size the training images are resized to (GTA5 1280x720, SYNTHIA 1280x760) and crop it
-with each item's ``box`` (:func:`camix.data.transforms.crop_to_box`).
+:func:`camix.functional.spatial_prior`. Every label map is resized (nearest) to the prior size first.
+CAMix modulates the *target* predictions with Q, so compute it at the size the target training images are
+resized to (Cityscapes 2048x1024 at ``scale: 1.0``, 1024x512 at 0.5) and crop it with each target item's
+``box`` (:func:`camix.data.transforms.crop_to_box`).
 
 File format (``torch.save``, written atomically): ``{"prior": float32 Tensor[C, H, W], "size": (W, H),
 "dataset": name, "root": str, "num_images": n}``; per-class pixel statistics go to a JSON file beside it.
