@@ -1,0 +1,38 @@
+"""DeepLab-v2 segmentation networks (DESIGN section 5), their registry and pretrained-weight loading.
+
+Example:
+    >>> from camix.models import build_model, param_groups
+    >>> model = build_model("deeplabv2_tiny", num_classes=19)
+    >>> groups = param_groups(model, lr=2.5e-4, weight_decay=5e-4)  # classifier at 10x
+"""
+
+from camix.models.deeplabv2 import (
+    ASPP_DILATIONS,
+    BasicBlock,
+    Bottleneck,
+    ClassifierModule,
+    DeepLabV2,
+    count_parameters,
+    output_size,
+    param_groups,
+    set_bn_trainable,
+)
+from camix.models.registry import MODELS, build_model, register
+from camix.models.weights import LoadReport, load_pretrained
+
+__all__ = [
+    "ASPP_DILATIONS",
+    "MODELS",
+    "BasicBlock",
+    "Bottleneck",
+    "ClassifierModule",
+    "DeepLabV2",
+    "LoadReport",
+    "build_model",
+    "count_parameters",
+    "load_pretrained",
+    "output_size",
+    "param_groups",
+    "register",
+    "set_bn_trainable",
+]
