@@ -66,6 +66,22 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
     return FINDERS[cfg.name](cfg)
 
 
+class ItemError(DataError):
+    """A DataError raised while loading one item.
+
+    A DataLoader worker re-raises an exception in the main process as ``type(exc)(message)`` where the message
+    is a whole formatted traceback; this class cuts such a message back to the original one line, so that
+    ``camix`` can still print a one-line error.
+    """
+
+    def __init__(self, message: str) -> None:
+        """Args: message: the one-line message, or the traceback text built by a DataLoader worker."""
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = f"{last.split(': ', 1)[-1]} (in a DataLoader worker)"
+        super().__init__(message)
+
+
 class SegmentationDataset(Dataset[dict[str, Any]]):
     """Image/label pairs resized and cropped the DACS way (see the module docstring for the item format)."""
 
@@ -78,7 +94,14 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+        try:
+            return self._load(self.samples[index])
+        except ItemError:
+            raise
+        except DataError as exc:
+            raise ItemError(str(exc)) from None
+
+    def _load(self, sample: Sample) -> dict[str, Any]:
         image = open_image(sample.image)
         raw = sample.label_format.read(sample.label)
         self._check_sizes(sample, image.size, (raw.shape[1], raw.shape[0]))

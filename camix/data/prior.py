@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from camix.config import DatasetConfig
-from camix.data.datasets import find_samples, require_labels
+from camix.data.datasets import ItemError, find_samples, require_labels
 from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
@@ -42,9 +42,12 @@ class _PriorLabels(Dataset[torch.Tensor]):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         sample = self.samples[index]
-        raw = sample.label_format.read(sample.label)
-        resized = resize_crop_label(raw, self.size, full_box(self.size))
-        return torch.from_numpy(map_labels(resized, sample.label_format, sample.label).astype(np.int64))
+        try:
+            raw = sample.label_format.read(sample.label)
+            resized = resize_crop_label(raw, self.size, full_box(self.size))
+            return torch.from_numpy(map_labels(resized, sample.label_format, sample.label).astype(np.int64))
+        except DataError as exc:
+            raise ItemError(str(exc)) from None  # stays one line when raised in a DataLoader worker
 
 
 def compute_prior(

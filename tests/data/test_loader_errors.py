@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _realdata import make_cityscapes, make_gta5, make_synthia, noise_image, save
 
 from camix.config import DatasetConfig
@@ -111,6 +112,16 @@ def test_non_image_file(tmp_path: Path) -> None:
     path.write_text("not a png")
     with pytest.raises(DataError, match="cannot decode image"):
         build_dataset(gta(root))[0]
+
+
+def test_worker_errors_stay_one_line(tmp_path: Path) -> None:
+    root = make_gta5(tmp_path / "gta", count=2)
+    (root / "images" / "00002.png").write_text("not a png")
+    loader = torch.utils.data.DataLoader(build_dataset(gta(root)), num_workers=1)
+    with pytest.raises(DataError) as exc:
+        list(loader)
+    assert one_line(exc).startswith(str(root / "images" / "00002.png") + ": cannot decode image")
+    assert one_line(exc).endswith("(in a DataLoader worker)")
 
 
 def test_non_image_label(tmp_path: Path) -> None:
