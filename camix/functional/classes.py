@@ -105,7 +105,7 @@ def class_mask(label_map: Tensor, classes: Tensor) -> Tensor:
 def relations_matrix(relations: Relations, num_classes: int, device: torch.device | str | None = None) -> Tensor:
     """Adjacency matrix of the relations: ``R[c, r]`` is True when ``r ∈ relations[c]``.
 
-    Built with scalar writes, so making it on a GPU needs no host-to-device copy.
+    Built from comparisons with Python scalars, so making it on a GPU needs no host-to-device copy.
 
     Args:
         relations: class id -> related class ids, all in ``[0, num_classes)``.
@@ -118,12 +118,13 @@ def relations_matrix(relations: Relations, num_classes: int, device: torch.devic
     Raises:
         ValueError: a class id is outside ``[0, num_classes)``.
     """
+    ids = torch.arange(num_classes, device=device)
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.bool, device=device)
     for c, related in relations.items():
         for r in related:
             if not (0 <= c < num_classes and 0 <= r < num_classes):
                 raise ValueError(f"relation {c} -> {r} names a class outside [0, {num_classes})")
-            matrix[c, r] = True
+            matrix |= (ids[:, None] == c) & (ids[None, :] == r)  # scalar kernel arguments: no host-to-device copy
     return matrix
 
 

@@ -24,6 +24,13 @@ def test_confusion_matrix_golden() -> None:
     assert F.miou(cm, classes=(0, 2)) == pytest.approx(0.675)
 
 
+def test_confusion_matrix_ignore_index_inside_the_class_range() -> None:
+    target = torch.tensor([[0, 1, 2, 0]])
+    pred = torch.tensor([[1, 1, 2, 2]])
+    # ignore_index 0: the two gt-0 pixels are dropped, leaving gt 1 -> 1 and gt 2 -> 2
+    assert F.confusion_matrix(pred, target, 3, ignore_index=0).tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
 def test_iou_is_nan_only_where_a_class_is_absent_from_both() -> None:
     cm = torch.tensor([[2, 0, 0], [0, 0, 0], [0, 1, 0]])
     # class 0: 2/2 = 1; class 1: never in gt but predicted once -> 0/1 = 0; class 2: in gt, never right -> 0/1 = 0
