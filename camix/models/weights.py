@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -38,7 +39,7 @@ logger = logging.getLogger("camix.models")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 IMAGENET_INIT_PREFIX = "Scale."
 NESTED_KEYS = ("model", "state_dict")
-NOT_COUNTED = "num_batches_tracked"  # BatchNorm counters: absent from the 2017 files, never decisive
+NOT_COUNTED = "num_batches_tracked"  # BatchNorm counters: absent from the 2017 files, never reported missing
 MAX_EXAMPLES = 3
 
 REASON_UNUSED_CLASSIFIER = "classifier of an ImageNet checkpoint (not used by DeepLab)"
@@ -94,13 +95,13 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False,
         A ``LoadReport``; the same counts are logged on the ``camix.models`` logger.
 
     Raises:
-        CheckpointError: The file is missing or not a PyTorch checkpoint, no tensor matches the model,
-            or ``strict`` is set and the match is incomplete.
+        CheckpointError: The file is missing or not a PyTorch checkpoint, no weight tensor (conv kernel)
+            matches the model in name and shape, or ``strict`` is set and the match is incomplete.
     """
     path = Path(path)
     state, fmt = _state_dict_of(_read(path, trusted), path)
     report = _match(model, state, fmt, path)
-    if not any(not key.endswith(NOT_COUNTED) for key in report.loaded):
+    if not any(state[key].dim() >= 2 for key in report.loaded):  # biases and BN vectors alone are coincidences
         raise CheckpointError(_nothing_matched(model, report, path))
     if strict and (report.skipped or report.missing):
         raise CheckpointError(f"{path}: {_summary(report)}; strict loading needs an exact match")
@@ -115,7 +116,8 @@ def _read(path: Path, trusted: bool) -> Any:
         what = "is a directory" if path.is_dir() else "no such file"
         raise CheckpointError(f"{path}: {what}; model.pretrained must name a local .pth file (camix never downloads)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if trusted:
             return _read_untrusted(path)
@@ -127,6 +129,14 @@ def _read(path: Path, trusted: bool) -> Any:
         raise CheckpointError(_unreadable(path, exc)) from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... on non-checkpoints
         raise CheckpointError(_unreadable(path, exc)) from exc
+
+
+def _numpy_globals() -> list[Any]:
+    """Numpy array and dtype constructors, allowed in safe loading: camix checkpoints hold numpy RNG states."""
+    reconstruct = np.zeros(1).__reduce__()[0]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
+    dtype_classes = [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")] if dtypes else []
+    return [reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
 
 def _read_untrusted(path: Path) -> Any:
