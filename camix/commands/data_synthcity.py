@@ -1,0 +1,86 @@
+"""``camix data synthcity``: generate SynthCity, the built-in procedural benchmark (DESIGN section 7)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from camix.errors import ConfigError
+
+HELP = "generate SynthCity: a rendered source (GTA5 layout) and a photographed target (Cityscapes layout)"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``WIDTHxHEIGHT`` (e.g. ``256x128``) into ``(width, height)``.
+
+    Raises:
+        ConfigError: not of that form, or not at least 32x16.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if match is None:
+        raise ConfigError(f"--size must be WIDTHxHEIGHT like 256x128, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 32 or height < 16:
+        raise ConfigError(f"--size must be at least 32x16 (width x height), got {text!r}")
+    return width, height
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Output folder, seed, size, image counts, gap strength, --force."""
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder (gets gta/ and cityscapes/)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default 0)")
+    parser.add_argument("--size", default="256x128", metavar="WxH", help="image size, width x height (default 256x128)")
+    parser.add_argument("--num-source", type=int, default=500, metavar="N", help="source images (default 500)")
+    parser.add_argument("--num-target-train", type=int, default=500, metavar="N", help="target train images (500)")
+    parser.add_argument("--num-target-val", type=int, default=100, metavar="N", help="target val images (default 100)")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=1.0,
+        metavar="STRENGTH",
+        help="domain-gap strength: 0 = target looks like the source, 1 = default, larger = harder",
+    )
+    parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not SynthCity")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the datasets and print where they are and how to use them in a config."""
+    from camix.data.synthcity import generate
+
+    size = parse_size(args.size)
+    out = Path(args.out)
+    meta = generate(
+        out,
+        seed=args.seed,
+        size=size,
+        num_source=args.num_source,
+        num_target_train=args.num_target_train,
+        num_target_val=args.num_target_val,
+        gap=args.gap,
+        progress=not args.no_progress,
+        force=args.force,
+    )
+    print(_summary(out, meta))
+    return 0
+
+
+def _summary(out: Path, meta: dict[str, object]) -> str:
+    params = meta["params"]
+    assert isinstance(params, dict)
+    return (
+        f"SynthCity {meta['version']} written to {out} in {meta['seconds']} s "
+        f"(seed {params['seed']}, {params['size'][0]}x{params['size'][1]}, gap {params['gap']})\n"
+        f"  source (GTA5 layout, {params['num_source']} images):        {out / 'gta'}\n"
+        f"  target (Cityscapes layout, {params['num_target_train']} train + {params['num_target_val']} val): "
+        f"{out / 'cityscapes'}\n"
+        f"  metadata: {out / 'synthcity.json'}\n"
+        "config snippet:\n"
+        "data:\n"
+        f"  source: {{name: gta5, root: {out / 'gta'}}}\n"
+        f"  target: {{name: cityscapes, root: {out / 'cityscapes'}, split: train}}\n"
+        f"  val: {{name: cityscapes, root: {out / 'cityscapes'}, split: val}}"
+    )

@@ -1,0 +1,173 @@
+"""The knobs of SynthCity: scene statistics and appearance of each domain, and how ``gap`` blends them.
+
+A :class:`Domain` is a pair of frozen dataclasses: :class:`SceneParams` (what is in a scene and where: horizon,
+camera height, object frequencies and sizes) and :class:`DomainStyle` (how it looks: colours, texture, lighting,
+noise, blur). :data:`SOURCE` is the "rendered" domain; :data:`TARGET` is the "photographed" domain at ``gap=1``.
+The target used for a given ``gap`` is the field-wise linear blend ``SOURCE + gap * (TARGET - SOURCE)``
+(:func:`target_domain`), clamped to each knob's valid range, so ``gap=0`` makes the target look like the source
+and ``gap>1`` extrapolates to a harder benchmark. Tune the gap by editing :data:`TARGET` (and bump
+``GENERATOR_VERSION`` in ``camix.data.synthcity.writer`` so existing datasets are regenerated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+_T = TypeVar("_T")
+
+
+def knob(default: float, lo: float, hi: float) -> Any:
+    """A float field with a valid range; blended and extrapolated values are clamped to ``[lo, hi]``."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Scene statistics of one domain (the shared grammar's free parameters).
+
+    Rates are expected counts per image (Poisson); probabilities are per pole / per roadside segment.
+    """
+
+    horizon: float = knob(0.44, 0.2, 0.7)  # mean horizon row as a fraction of the image height (camera pitch)
+    horizon_jitter: float = knob(0.03, 0.0, 0.2)  # std of the horizon row, fraction of the height
+    camera_height: float = knob(1.6, 0.8, 4.0)  # metres above the road: higher -> road wider relative to objects
+    object_scale: float = knob(1.0, 0.5, 2.0)  # multiplies the size of every object (vehicles, people, poles)
+    road_half_width: float = knob(4.5, 2.5, 8.0)  # mean distance (m) from the camera to each road edge
+    cars: float = knob(3.0, 0.0, 20.0)
+    trucks: float = knob(0.45, 0.0, 10.0)
+    buses: float = knob(0.4, 0.0, 10.0)
+    trains: float = knob(0.2, 0.0, 5.0)
+    persons: float = knob(2.5, 0.0, 20.0)
+    riders: float = knob(0.9, 0.0, 10.0)
+    parked_bikes: float = knob(0.3, 0.0, 10.0)
+    poles: float = knob(3.0, 0.0, 20.0)
+    sign_prob: float = knob(0.65, 0.0, 1.0)  # a pole carries a traffic sign
+    light_prob: float = knob(0.45, 0.0, 1.0)  # a pole carries a traffic light
+    facade_prob: float = knob(0.5, 0.0, 1.0)  # a roadside segment is a building facade
+    tree_prob: float = knob(0.3, 0.0, 1.0)  # ... a row of trees (otherwise open terrain)
+    wall_prob: float = knob(0.25, 0.0, 1.0)  # a segment has a wall along the sidewalk
+    fence_prob: float = knob(0.25, 0.0, 1.0)  # ... a fence (when it has no wall)
+    facade_height: float = knob(11.0, 3.0, 40.0)  # mean facade height (m)
+
+
+@dataclass(frozen=True)
+class DomainStyle:
+    """Appearance of one domain. Brightness-like knobs are fractions (0.1 = +-10 %); noise is in grey levels."""
+
+    colour_shift: float = knob(0.0, 0.0, 1.0)  # 0: rendered class colours, 1: photographed (no extrapolation)
+    instance_jitter: float = knob(0.07, 0.0, 0.5)  # per-instance brightness / tint variation
+    detail_contrast: float = knob(0.35, 0.0, 1.0)  # contrast of details: windows, wheels, lane markings
+    texture: float = knob(0.0, 0.0, 1.0)  # strength of per-class texture (cloud, grain, foliage...)
+    lighting: float = knob(0.0, 0.0, 1.0)  # per-image lighting gradient, exposure and vignetting
+    white_balance: float = knob(0.0, 0.0, 0.5)  # std of a per-image colour cast
+    noise: float = knob(1.5, 0.0, 40.0)  # std of Gaussian sensor noise (grey levels)
+    blur: float = knob(0.0, 0.0, 4.0)  # Gaussian blur radius in pixels at 128 rows (scales with the height)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Everything that defines one domain."""
+
+    scene: SceneParams = field(default_factory=SceneParams)
+    style: DomainStyle = field(default_factory=DomainStyle)
+
+
+SOURCE = Domain()
+"""The "rendered" source domain: flat colours, crisp edges, little noise."""
+
+TARGET = Domain(
+    scene=SceneParams(
+        horizon=0.36,
+        camera_height=2.0,
+        object_scale=1.12,
+        road_half_width=5.0,
+        cars=4.0,
+        trucks=0.25,
+        buses=0.25,
+        trains=0.1,
+        persons=4.0,
+        riders=1.2,
+        parked_bikes=0.6,
+        poles=3.5,
+        sign_prob=0.55,
+        light_prob=0.55,
+        facade_prob=0.6,
+        tree_prob=0.25,
+        wall_prob=0.15,
+        fence_prob=0.35,
+        facade_height=14.0,
+    ),
+    style=DomainStyle(
+        colour_shift=1.0,
+        instance_jitter=0.12,
+        detail_contrast=0.5,
+        texture=0.18,
+        lighting=0.25,
+        white_balance=0.06,
+        noise=6.0,
+        blur=0.8,
+    ),
+)
+"""The "photographed" target domain at ``gap=1``."""
+
+# Per class (index = trainId): the rendered colour (source), the photographed colour (target at colour_shift=1) and
+# the weights of the coarse / medium / fine texture fields (target). Photographed colours are distinct from each
+# other, but many lie close to the rendered colour of a *different* class: a permutation-like appearance gap.
+CLASS_LOOKS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], tuple[float, float, float]], ...] = (
+    ((80, 80, 88), (150, 140, 135), (0.4, 0.3, 0.7)),  # road: dark asphalt -> pale worn asphalt (~ sidewalk)
+    ((170, 155, 150), (90, 92, 112), (0.3, 0.6, 0.5)),  # sidewalk: pale paving -> dark blue-grey (~ road)
+    ((145, 100, 80), (200, 188, 160), (0.5, 0.5, 0.3)),  # building: brick -> cream plaster (~ wall)
+    ((195, 185, 145), (140, 95, 75), (0.3, 0.6, 0.4)),  # wall: beige -> brick brown (~ building)
+    ((130, 122, 50), (120, 80, 105), (0.2, 0.4, 0.6)),  # fence: olive wood -> mauve metal
+    ((55, 55, 65), (160, 160, 150), (0.2, 0.2, 0.3)),  # pole: dark grey -> light grey (~ sidewalk)
+    ((235, 190, 30), (60, 58, 52), (0.1, 0.1, 0.2)),  # traffic light: yellow -> dark housing (~ pole)
+    ((30, 90, 215), (235, 195, 40), (0.1, 0.1, 0.2)),  # traffic sign: blue -> yellow (~ traffic light)
+    ((55, 140, 45), (105, 118, 48), (0.5, 1.0, 0.9)),  # vegetation: green -> olive foliage
+    ((150, 175, 80), (70, 125, 45), (0.6, 0.8, 0.8)),  # terrain: yellow-green -> grass green (~ vegetation)
+    ((115, 170, 235), (210, 215, 225), (1.0, 0.3, 0.0)),  # sky: blue -> overcast white
+    ((205, 55, 60), (60, 60, 100), (0.3, 0.5, 0.4)),  # person: red -> dark clothes
+    ((240, 125, 25), (65, 145, 155), (0.3, 0.5, 0.4)),  # rider: orange -> teal (~ train)
+    ((35, 45, 160), (190, 45, 45), (0.2, 0.2, 0.2)),  # car: dark blue -> red (~ person)
+    ((110, 60, 150), (95, 55, 45), (0.3, 0.3, 0.2)),  # truck: purple -> dark brown
+    ((240, 150, 170), (40, 110, 205), (0.3, 0.3, 0.2)),  # bus: pink -> blue (~ traffic sign)
+    ((50, 160, 160), (225, 120, 55), (0.3, 0.3, 0.2)),  # train: teal -> orange (~ rider)
+    ((25, 25, 25), (150, 25, 150), (0.2, 0.2, 0.3)),  # motorcycle: black -> magenta (~ bicycle)
+    ((165, 30, 160), (20, 20, 22), (0.2, 0.2, 0.3)),  # bicycle: magenta -> black (~ motorcycle)
+)
+SOURCE_COLOURS = tuple(look[0] for look in CLASS_LOOKS)
+TARGET_COLOURS = tuple(look[1] for look in CLASS_LOOKS)
+TEXTURE_MIX = tuple(look[2] for look in CLASS_LOOKS)
+
+
+def blend(a: _T, b: _T, t: float) -> _T:
+    """Field-wise ``a + t * (b - a)`` of two instances of a knob dataclass, clamped to each knob's range."""
+    values = {}
+    for f in dataclasses.fields(a):  # type: ignore[arg-type]
+        lo, hi = f.metadata["range"]
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        values[f.name] = float(min(hi, max(lo, va + t * (vb - va))))
+    return dataclasses.replace(a, **values)  # type: ignore[type-var]
+
+
+def target_domain(gap: float, source: Domain = SOURCE, target: Domain = TARGET) -> Domain:
+    """The target domain for a gap strength: ``source`` at 0, ``target`` at 1, extrapolated beyond."""
+    return Domain(blend(source.scene, target.scene, gap), blend(source.style, target.style, gap))
+
+
+def class_colours(style: DomainStyle) -> np.ndarray:
+    """float32 [19, 3]: the class colours of a style (source colours moved towards the target's by colour_shift)."""
+    src = np.asarray(SOURCE_COLOURS, dtype=np.float32)
+    tgt = np.asarray(TARGET_COLOURS, dtype=np.float32)
+    return np.clip(src + style.colour_shift * (tgt - src), 0.0, 255.0)
+
+
+def as_dict(domain: Domain) -> dict[str, dict[str, float]]:
+    """A JSON-ready description of a domain (rounded so that the metadata is stable)."""
+    return {
+        "scene": {k: round(v, 6) for k, v in dataclasses.asdict(domain.scene).items()},
+        "style": {k: round(v, 6) for k, v in dataclasses.asdict(domain.style).items()},
+    }
