@@ -13,9 +13,11 @@ Accepted files (DESIGN section 4; all local, never downloaded):
   dict (other entries such as ``teacher``, ``optimizer`` or ``config`` are ignored).
 
 Wrapper prefixes (``module.`` from DataParallel/DDP, ``_orig_mod.`` from ``torch.compile``) are stripped.
-A tensor whose shape differs from the model's is skipped with a warning in every format, classifier
-included (fine-tuning to another class count); ``strict=True`` turns any skipped or missing tensor into
-an error (use it to evaluate or resume a checkpoint that must match exactly).
+A tensor whose shape differs from the model's is skipped in every format, never fatal: an init's
+classifier with another class count is routine (logged at info level); a camix checkpoint whose
+classifier does not fit, or any backbone tensor skipped or missing, is logged as a warning.
+``strict=True`` turns any skipped or missing tensor into an error (use it to evaluate a checkpoint that
+must match exactly). Nothing is copied unless at least one conv kernel matches in name and shape.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from camix.errors import CheckpointError
+from camix.models.deeplabv2 import CLASSIFIER_PREFIX
 
 logger = logging.getLogger("camix.models")
 
@@ -227,14 +230,26 @@ def _summary(report: LoadReport) -> str:
     return "; ".join(parts)
 
 
+def _expected(keys: list[str], report: LoadReport) -> bool:
+    """Whether leaving ``keys`` out is routine: only the classifier, from an init file (not a camix checkpoint)."""
+    return report.format != "camix" and all(key.startswith(CLASSIFIER_PREFIX) for key in keys)
+
+
 def _log(report: LoadReport) -> None:
-    """Info for the counts, a warning when tensors were skipped for their shape or the model misses some."""
+    """Counts at info level; a warning for skipped or missing tensors unless only an init's classifier is concerned.
+
+    A new classifier is routine when fine-tuning an MS-COCO/ImageNet init; a camix checkpoint whose classifier
+    does not fit, or any backbone tensor that is skipped or missing, deserves a warning.
+    """
     logger.info("%s: loaded %d tensors (%s format)", report.path, report.num_loaded, report.format)
     for reason, keys in report.skipped.items():
-        level = logging.WARNING if reason == REASON_SHAPE else logging.INFO
+        routine = reason != REASON_SHAPE or _expected(keys, report)
+        level = logging.INFO if routine else logging.WARNING
         logger.log(level, "%s: skipped %d tensors: %s (%s)", report.path, len(keys), reason, _examples(keys, report))
     if report.missing:
-        logger.warning(
+        level = logging.INFO if _expected(report.missing, report) else logging.WARNING
+        logger.log(
+            level,
             "%s: %d model tensors not in the file keep their initial values (%s)",
             report.path,
             len(report.missing),
