@@ -91,8 +91,12 @@ class Trainer:
         self._build_models()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
-        self._resume(resume)
+        rng_states = self._resume(resume)
         self._build_data()
+        # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
+        seed_everything(cfg.seed + self.dist.rank)
+        if rng_states is not None:
+            self._restore_rng(rng_states)
 
     # ----- construction -------------------------------------------------------------------------------
     def _build_models(self) -> None:
@@ -142,13 +146,14 @@ class Trainer:
         )
 
     # ----- checkpoints --------------------------------------------------------------------------------
-    def _resume(self, resume: str | None) -> None:
+    def _resume(self, resume: str | None) -> list[dict[str, Any]] | None:
+        """Load a checkpoint's weights, optimiser and counters; returns its RNG states (restored later)."""
         if resume is None:
-            return
+            return None
         path = find_resume(self.run_dir) if resume == "auto" else Path(resume)
         if path is None:
             LOG.info("--resume auto: no checkpoint in %s, starting from scratch", self.run_dir)
-            return
+            return None
         state = load_checkpoint(path)
         check_compatible(state, to_dict(self.cfg.model), path)
         try:
@@ -161,9 +166,9 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state.get("best", self.best)
-        self._restore_rng(state.get("rng", []))
         self.log.truncate_after(self.iteration)
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
+        return list(state.get("rng", []))
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:
         if len(states) != self.dist.world_size:
@@ -180,7 +185,16 @@ class Trainer:
 
     def _state(self) -> dict[str, Any]:
         rng = all_gather_objects({"global": rng_state(), "generator": self.generator.get_state()}, self.dist)
+        if self.dist.enabled and self.teacher is not None:  # BN statistics of rank 0 for every rank's teacher
+            for buffer in self.teacher.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        data = {
+            "seed": self.cfg.seed,
+            "world_size": self.dist.world_size,
+            "samples_per_rank": self.iteration * self.cfg.data.batch_size,
+        }
         return {
+            "data": data,  # the data order is a function of (seed, rank, position): see camix.data.sampling
             "iteration": self.iteration,
             "config": to_dict(self.cfg),
             "model": self.model.state_dict(),
@@ -198,8 +212,11 @@ class Trainer:
             save_checkpoint(state, self.run_dir, keep=self.cfg.train.keep_checkpoints, snapshot=snapshot)
 
     # ----- the loop -----------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
-        """Train until ``train.iterations``; returns the final summary (scores in percent)."""
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train until ``train.iterations`` (or stop early at ``until``, saving a checkpoint, as a signal would).
+
+        Returns the final summary (scores in percent), or ``{"interrupted": ...}`` when stopped early.
+        """
         cfg, total = self.cfg, self.cfg.train.iterations
         bar = tqdm(
             total=total,
@@ -220,7 +237,7 @@ class Trainer:
                 done_since_log += 1
                 bar.update(1)
                 at_end = self.iteration == total
-                stopping = self._should_stop(stop)
+                stopping = self._should_stop(stop) or self.iteration == until
                 eval_due = self._due(cfg.train.eval_every) or at_end
                 save_due = self._due(cfg.train.checkpoint_every) or at_end or stopping
                 if self._due(cfg.train.log_every) or eval_due or save_due:  # losses checked before any save
@@ -233,7 +250,7 @@ class Trainer:
                     self.save()
                 if stopping:
                     bar.close()
-                    return self._interrupted(stop.signal_name)
+                    return self._interrupted(stop.signal_name or f"until={until}")
         bar.close()
         return self._summary()
 
