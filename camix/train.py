@@ -85,7 +85,7 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-        seed_everything(cfg.seed + self.dist.rank)
+        seed_everything(cfg.seed)  # the same initial weights on every rank
         self.run_dir = prepare_run_dir(cfg, self.dist)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
         self._build_models()
@@ -108,19 +108,22 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
-        self.teacher: nn.Module | None = None
-        if cfg.method.name == "mean_teacher":
-            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
-            self.teacher.train(cfg.method.teacher_train_mode)
         groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
         self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.student: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.student = DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.train.compile:
+            self.student = DistributedDataParallel(self.model, device_ids=ids)  # broadcasts rank 0's weights
+        self.teacher: nn.Module | None = None
+        if cfg.method.name == "mean_teacher":  # after the broadcast: one teacher on every rank
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
+            self.teacher.train(cfg.method.teacher_train_mode)
+        self.teacher_forward = self.teacher
+        if cfg.train.compile:  # compiled callables for the forward passes; the raw modules hold the state
             self.student = torch.compile(self.student)  # type: ignore[assignment]
+            if self.teacher is not None:
+                self.teacher_forward = torch.compile(self.teacher)  # type: ignore[assignment]
 
     def _build_data(self) -> None:
         cfg = self.cfg
@@ -134,7 +137,7 @@ class Trainer:
         crop_w, crop_h = cfg.data.crop
         self.context = StepContext(
             student=self.student,
-            teacher=self.teacher,
+            teacher=self.teacher_forward,
             cfg=cfg.method,
             num_classes=cfg.model.num_classes,
             generator=self.generator,

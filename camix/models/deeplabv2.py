@@ -106,6 +106,8 @@ class ClassifierModule(nn.Module):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.constant_(conv.bias, 0.0)  # type: ignore[arg-type]  # bias=True above
         self.conv2d_list = nn.ModuleList(convs)
+        for conv in self.conv2d_list[branches:]:  # kept for the weights' sake, never used: no gradient, no DDP hook
+            conv.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Sum of the first ``branches`` dilated convs."""

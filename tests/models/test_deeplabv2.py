@@ -136,8 +136,9 @@ def test_only_convolutions_require_grad(tiny: nn.Module) -> None:
         if isinstance(module, nn.BatchNorm2d):
             assert not module.weight.requires_grad and not module.bias.requires_grad, name
         elif isinstance(module, nn.Conv2d):
-            assert module.weight.requires_grad, name
-    trainable = build_model("deeplabv2_tiny", trainable_bn=True)
+            unused_branch = name in ("layer5.conv2d_list.2", "layer5.conv2d_list.3")  # aspp_branches=2
+            assert module.weight.requires_grad != unused_branch, name
+    trainable = build_model("deeplabv2_tiny", trainable_bn=True, aspp_branches=4)
     assert all(p.requires_grad for p in trainable.parameters())
 
 
@@ -166,7 +167,9 @@ def test_param_groups_split_backbone_and_classifier(tiny: nn.Module) -> None:
     assert backbone["weight_decay"] == classifier["weight_decay"] == 5e-4
     named = {id(p): n for n, p in tiny.named_parameters()}
     assert sorted(named[id(p)] for p in classifier["params"]) == sorted(
-        f"layer5.conv2d_list.{i}.{k}" for i in range(4) for k in ("weight", "bias")
+        f"layer5.conv2d_list.{i}.{k}"
+        for i in range(2)
+        for k in ("weight", "bias")  # the two branches in use
     )
     grouped = {id(p) for g in groups for p in g["params"]}
     assert grouped == {id(p) for p in tiny.parameters() if p.requires_grad}
