@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "train": "camix.commands.train",
     "evaluate": "camix.commands.evaluate",
     "data": "camix.commands.data",
+    "predict": "camix.commands.predict",
+    "report": "camix.commands.report",
+    "export": "camix.commands.export",
 }
 
 

@@ -1,28 +1,88 @@
-"""``camix evaluate``: per-class IoU and mIoU of a checkpoint on the validation split."""
+"""``camix evaluate``: per-class IoU and mIoU19/16/13 of a checkpoint on ``data.val``, printed and saved."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from camix.commands.common import add_config_arguments, config_from_args
+if TYPE_CHECKING:
+    from camix.evaluate import TableLayout
+    from camix.predict import Evaluation
 
-HELP = "evaluate a checkpoint: per-class IoU and mIoU19/16/13 on data.val"
+HELP = "evaluate a checkpoint on data.val: per-class IoU, mIoU19/16/13 (markdown, CSV, JSON)"
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """argparse type for ``WxH``."""
+    from camix.predict import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-c``, ``--set``, ``--ckpt``, ``--teacher``."""
-    add_config_arguments(parser)
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a camix checkpoint (last.pt, best.pt, ...)")
+    """``--ckpt``, ``-c``, ``--set``, ``--teacher``, ``--flip``, ``--sliding``, ``--overlap``, ``--native-labels``."""
+    parser.add_argument(
+        "--ckpt", required=True, metavar="PATH", help="a checkpoint (last.pt, best.pt, iter_*.pt) or a run directory"
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="config to use (default: the checkpoint's own)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
     parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
+    parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument(
+        "--sliding", type=size_argument, metavar="WxH", help="sliding-window inference with windows of WxH pixels"
+    )
+    parser.add_argument("--overlap", type=float, default=1 / 3, help="overlap of sliding windows (default 1/3)")
+    parser.add_argument(
+        "--native-labels", action="store_true", help="score against full-resolution labels (batch size 1)"
+    )
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <run_dir>/eval/<ckpt stem>[...])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the table."""
-    from camix.predict import evaluate_checkpoint, format_table
+    """Evaluate, print the table in the layout of the paper's Table 1 (Table 3 for SYNTHIA), save it."""
+    from camix.errors import ConfigError
+    from camix.evaluate import layout_for
+    from camix.predict import default_eval_dir, evaluate_model, load_for_inference, save_evaluation, with_protocol
 
-    cfg = config_from_args(args)
-    result, info = evaluate_checkpoint(cfg, args.ckpt, teacher=args.teacher, progress=not args.no_progress)
+    if not 0.0 <= args.overlap < 1.0:
+        raise ConfigError(f"--overlap {args.overlap}: choose a fraction in [0, 1), e.g. 0.33")
+    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher)
+    cfg = with_protocol(
+        cfg, teacher=args.teacher, flip=args.flip, window=args.sliding, native_labels=args.native_labels
+    )
+    evaluation = evaluate_model(cfg, model, info, overlap=args.overlap, progress=not args.no_progress)
+    layout = layout_for(cfg.data.source.name)
+    out = Path(args.out) if args.out else default_eval_dir(info, cfg)
+    paths = save_evaluation(evaluation, out, layout)
     print(f"checkpoint: {info}")
-    print(format_table(result))
+    print(f"protocol:   {describe_protocol(evaluation.protocol)}")
+    print(evaluation_table(evaluation, layout))
+    print(f"saved: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def evaluation_table(evaluation: Evaluation, layout: TableLayout) -> str:
+    """The one-row IoU table of an evaluation."""
+    from camix.evaluate import iou_table
+
+    return iou_table([(evaluation.checkpoint.short, evaluation.result.as_dict())], layout, first="checkpoint")
+
+
+def describe_protocol(protocol: dict[str, Any]) -> str:
+    """``cityscapes val (500 images) at 1024x512, labels image-size, flip, sliding 512x512 (overlap 0.33)``."""
+    size = "x".join(map(str, protocol["size"])) if protocol["size"] else f"native x{protocol['scale']:g}"
+    parts = [f"{protocol['dataset']} {protocol['split']} ({protocol['images']} images) at {size}"]
+    parts.append(f"labels {'full resolution' if protocol['label_size'] == 'native' else 'at image size'}")
+    if protocol["flip"]:
+        parts.append("flip")
+    if protocol["sliding_window"]:
+        window = "x".join(map(str, protocol["sliding_window"]))
+        parts.append(f"sliding {window} (overlap {protocol['overlap']:.2f})")
+    return ", ".join(parts)

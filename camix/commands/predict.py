@@ -1,0 +1,37 @@
+"""``camix predict``: segment images with a checkpoint; colour-coded maps, overlays and Cityscapes labelId PNGs."""
+
+from __future__ import annotations
+
+import argparse
+
+from camix.commands.evaluate import size_argument
+
+HELP = "segment images or folders: <stem>_color.png, <stem>_overlay.png, <stem>_labelIds.png (test-server ready)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt``, inputs, ``--out``, ``-c``, ``--set``, ``--teacher``, ``--size``."""
+    parser.add_argument("--ckpt", required=True, metavar="CKPT", help="a checkpoint file or a run directory (last.pt)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (input sub-folders are mirrored)")
+    parser.add_argument("-c", "--config", metavar="FILE", help="config to use (default: the checkpoint's own)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    parser.add_argument("--teacher", action="store_true", help="use the EMA teacher instead of the student")
+    parser.add_argument(
+        "--size", type=size_argument, metavar="WxH", help="network input size (default: data.val.size of the config)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Find the inputs, load the network, write three PNGs per image."""
+    from camix.predict import find_inputs, load_for_inference, predict_files
+
+    inputs = find_inputs(args.inputs)
+    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher)
+    print(f"checkpoint: {info}")
+    done = predict_files(model, cfg, inputs, args.out, size=args.size, progress=not args.no_progress)
+    print(f"wrote {3 * done} files for {done} images to {args.out}")
+    return 0
