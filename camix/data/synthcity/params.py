@@ -58,7 +58,7 @@ class SceneParams:
 class DomainStyle:
     """Appearance of one domain. Brightness-like knobs are fractions (0.1 = +-10 %); noise is in grey levels."""
 
-    colour_shift: float = knob(0.0, 0.0, 1.0)  # 0: rendered class colours, 1: photographed (no extrapolation)
+    colour_shift: float = knob(0.0, 0.0, 1.0)  # 0: rendered class colours, 1: photographed (CLASS_LOOKS)
     instance_jitter: float = knob(0.07, 0.0, 0.5)  # per-instance brightness / tint variation
     detail_contrast: float = knob(0.35, 0.0, 1.0)  # contrast of details: windows, wheels, lane markings
     texture: float = knob(0.0, 0.0, 1.0)  # strength of per-class texture (cloud, grain, foliage...)
@@ -102,7 +102,7 @@ TARGET = Domain(
         facade_height=14.0,
     ),
     style=DomainStyle(
-        colour_shift=1.0,
+        colour_shift=0.5,  # half-way to the photographed palette; gap=2 reaches all of it
         instance_jitter=0.12,
         detail_contrast=0.5,
         texture=0.18,
@@ -115,28 +115,30 @@ TARGET = Domain(
 """The "photographed" target domain at ``gap=1``."""
 
 # Per class (index = trainId): the rendered colour (source), the photographed colour (target at colour_shift=1) and
-# the weights of the coarse / medium / fine texture fields (target). Photographed colours are distinct from each
-# other, but many lie close to the rendered colour of a *different* class: a permutation-like appearance gap.
+# the weights of the coarse / medium / fine texture fields (target). Every photographed colour lies nearer to the
+# rendered colour of a *different* class than to its own (a permutation-like gap), yet along the whole blend
+# (colour_shift 0..1) the 19 class colours stay at least 28 RGB units apart, so no two classes ever merge; swapped
+# pairs were nudged off each other's path for that (tests/data/test_synthcity.py checks it).
 CLASS_LOOKS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], tuple[float, float, float]], ...] = (
-    ((80, 80, 88), (150, 140, 135), (0.4, 0.3, 0.7)),  # road: dark asphalt -> pale worn asphalt (~ sidewalk)
-    ((170, 155, 150), (90, 92, 112), (0.3, 0.6, 0.5)),  # sidewalk: pale paving -> dark blue-grey (~ road)
-    ((145, 100, 80), (200, 188, 160), (0.5, 0.5, 0.3)),  # building: brick -> cream plaster (~ wall)
-    ((195, 185, 145), (140, 95, 75), (0.3, 0.6, 0.4)),  # wall: beige -> brick brown (~ building)
-    ((130, 122, 50), (120, 80, 105), (0.2, 0.4, 0.6)),  # fence: olive wood -> mauve metal
-    ((55, 55, 65), (160, 160, 150), (0.2, 0.2, 0.3)),  # pole: dark grey -> light grey (~ sidewalk)
-    ((235, 190, 30), (60, 58, 52), (0.1, 0.1, 0.2)),  # traffic light: yellow -> dark housing (~ pole)
-    ((30, 90, 215), (235, 195, 40), (0.1, 0.1, 0.2)),  # traffic sign: blue -> yellow (~ traffic light)
-    ((55, 140, 45), (105, 118, 48), (0.5, 1.0, 0.9)),  # vegetation: green -> olive foliage
-    ((150, 175, 80), (70, 125, 45), (0.6, 0.8, 0.8)),  # terrain: yellow-green -> grass green (~ vegetation)
-    ((115, 170, 235), (210, 215, 225), (1.0, 0.3, 0.0)),  # sky: blue -> overcast white
-    ((205, 55, 60), (60, 60, 100), (0.3, 0.5, 0.4)),  # person: red -> dark clothes
-    ((240, 125, 25), (65, 145, 155), (0.3, 0.5, 0.4)),  # rider: orange -> teal (~ train)
-    ((35, 45, 160), (190, 45, 45), (0.2, 0.2, 0.2)),  # car: dark blue -> red (~ person)
-    ((110, 60, 150), (95, 55, 45), (0.3, 0.3, 0.2)),  # truck: purple -> dark brown
-    ((240, 150, 170), (40, 110, 205), (0.3, 0.3, 0.2)),  # bus: pink -> blue (~ traffic sign)
-    ((50, 160, 160), (225, 120, 55), (0.3, 0.3, 0.2)),  # train: teal -> orange (~ rider)
-    ((25, 25, 25), (150, 25, 150), (0.2, 0.2, 0.3)),  # motorcycle: black -> magenta (~ bicycle)
-    ((165, 30, 160), (20, 20, 22), (0.2, 0.2, 0.3)),  # bicycle: magenta -> black (~ motorcycle)
+    ((80, 80, 88), (170, 137, 134), (0.4, 0.3, 0.7)),  # road: dark asphalt -> pale worn asphalt (~ sidewalk)
+    ((170, 155, 150), (76, 76, 131), (0.3, 0.6, 0.5)),  # sidewalk: pale paving -> dark blue-grey (~ truck)
+    ((145, 100, 80), (180, 170, 180), (0.5, 0.5, 0.3)),  # building: brick -> grey plaster (~ sidewalk)
+    ((195, 185, 145), (160, 83, 55), (0.3, 0.6, 0.4)),  # wall: beige -> red brick (~ building)
+    ((130, 122, 50), (103, 63, 104), (0.2, 0.4, 0.6)),  # fence: olive wood -> mauve metal (~ road)
+    ((55, 55, 65), (140, 153, 130), (0.2, 0.2, 0.3)),  # pole: dark grey -> light grey-green (~ sidewalk)
+    ((235, 190, 30), (55, 42, 32), (0.1, 0.1, 0.2)),  # traffic light: yellow -> dark housing (~ pole)
+    ((30, 90, 215), (215, 214, 58), (0.1, 0.1, 0.2)),  # traffic sign: blue -> yellow (~ traffic light)
+    ((55, 140, 45), (123, 99, 59), (0.5, 1.0, 0.9)),  # vegetation: green -> autumn brown (~ fence)
+    ((150, 175, 80), (58, 125, 26), (0.6, 0.8, 0.8)),  # terrain: yellow-green -> grass green (~ vegetation)
+    ((115, 170, 235), (197, 199, 227), (1.0, 0.3, 0.0)),  # sky: blue -> overcast white (~ wall)
+    ((205, 55, 60), (73, 43, 86), (0.3, 0.5, 0.4)),  # person: red -> dark clothes (~ pole)
+    ((240, 125, 25), (51, 162, 138), (0.3, 0.5, 0.4)),  # rider: orange -> teal (~ train)
+    ((35, 45, 160), (195, 30, 64), (0.2, 0.2, 0.2)),  # car: dark blue -> red (~ person)
+    ((110, 60, 150), (77, 74, 48), (0.3, 0.3, 0.2)),  # truck: purple -> dark olive (~ pole)
+    ((240, 150, 170), (48, 91, 213), (0.3, 0.3, 0.2)),  # bus: pink -> blue (~ traffic sign)
+    ((50, 160, 160), (240, 140, 65), (0.3, 0.3, 0.2)),  # train: teal -> orange (~ rider)
+    ((25, 25, 25), (131, 41, 169), (0.2, 0.2, 0.3)),  # motorcycle: black -> magenta (~ bicycle)
+    ((165, 30, 160), (40, 12, 12), (0.2, 0.2, 0.3)),  # bicycle: magenta -> black (~ motorcycle)
 )
 SOURCE_COLOURS = tuple(look[0] for look in CLASS_LOOKS)
 TARGET_COLOURS = tuple(look[1] for look in CLASS_LOOKS)

@@ -34,6 +34,7 @@ TRAIN_CITIES = ("alderley", "bramwick", "corrin")
 VAL_CITIES = ("dunmore", "elsworth")
 FRAME = 19  # the annotated frame number of a Cityscapes sequence
 OWNED = ("gta/images", "gta/labels", "cityscapes/leftImg8bit", "cityscapes/gtFine")
+SPLIT_KEYS = {"source": 0, "target_train": 1, "target_val": 2}  # the first spawn key of each split's streams
 
 # trainId -> Cityscapes labelId; anything else (void) -> 0 ("unlabeled")
 _LABEL_ID_LUT = np.zeros(256, dtype=np.uint8)
@@ -51,7 +52,11 @@ class Split:
 
 
 def sample(seed: int, key: int, index: int, size: tuple[int, int], domain: Domain) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: (RGB uint8 [H, W, 3], trainIds uint8 [H, W]) for image ``index`` of the split with ``key``."""
+    """One scene: (RGB uint8 [H, W, 3], trainIds uint8 [H, W]) for image ``index`` of the split with ``key``.
+
+    ``key`` is a value of :data:`SPLIT_KEYS` (0 source, 1 target train, 2 target val); ``generate`` writes exactly
+    ``sample(seed, SPLIT_KEYS[split], index, size, domain)``, so this is also the in-memory way to preview images.
+    """
     scene_seq, style_seq = np.random.SeedSequence(seed, spawn_key=(key, index)).spawn(2)
     canvas = make_scene(np.random.Generator(np.random.PCG64(scene_seq)), size, domain.scene)
     label, instance, shade = canvas.arrays()
@@ -205,9 +210,8 @@ def generate(
     prepare_output(out, force)
     tgt = target_domain(gap, source, target)
     splits = [
-        Split("source", 0, num_source, source),
-        Split("target_train", 1, num_target_train, tgt),
-        Split("target_val", 2, num_target_val, tgt),
+        Split(name, SPLIT_KEYS[name], count, source if name == "source" else tgt)
+        for name, count in zip(SPLIT_KEYS, counts, strict=True)
     ]
     start = time.perf_counter()
     stats = {}
