@@ -12,7 +12,8 @@ MS-COCO and ImageNet initialisations load unchanged:
 
 The released code sums only the dilation-6 and -12 branches (an early ``return`` inside the loop;
 DESIGN section 3, item 6); ``aspp_branches=2`` reproduces that and ``aspp_branches=4`` sums all four.
-All four convs exist in either case so that the weights files load.
+All four convs exist in either case so that the weights files load; with ``aspp_branches=2`` the
+unused two are frozen (``requires_grad=False``), so they reach neither the optimiser nor DDP's hooks.
 
 BatchNorm follows the released code (DESIGN section 3, item 7): affine parameters are frozen
 (``requires_grad=False``), statistics come from the batch in training mode and from the running
@@ -105,9 +106,9 @@ class ClassifierModule(nn.Module):
         for conv in convs:  # DeepLab's init: weights ~ N(0, 0.01); biases zero
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.constant_(conv.bias, 0.0)  # type: ignore[arg-type]  # bias=True above
-        self.conv2d_list = nn.ModuleList(convs)
-        for conv in self.conv2d_list[branches:]:  # kept for the weights' sake, never used: no gradient, no DDP hook
+        for conv in convs[branches:]:  # kept for the weights' sake, never used: no gradient, no DDP hook
             conv.requires_grad_(False)
+        self.conv2d_list = nn.ModuleList(convs)
 
     def forward(self, x: Tensor) -> Tensor:
         """Sum of the first ``branches`` dilated convs."""
