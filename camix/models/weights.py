@@ -173,7 +173,7 @@ def _state_dict_of(raw: Any, path: Path) -> tuple[dict[str, Any], str]:
             state = {key.removeprefix(prefix): value for key, value in state.items()}
     if any(key.startswith(IMAGENET_INIT_PREFIX) for key in state):
         return {key.removeprefix(IMAGENET_INIT_PREFIX): value for key, value in state.items()}, "deeplab-imagenet"
-    if fmt == "deeplab" and "fc.weight" in state and not any(key.startswith("layer5.") for key in state):
+    if "fc.weight" in state and not any(key.startswith("layer5.") for key in state):
         return state, "torchvision"
     return state, fmt
 

@@ -112,6 +112,9 @@ def test_torchvision_resnet_loads_without_fc_and_notes_the_stride(
     assert report.format == "torchvision" and report.skipped == {REASON_UNUSED_CLASSIFIER: ["fc.weight", "fc.bias"]}
     assert same(model.state_dict(), source, backbone_keys(model)) and report.missing == CLASSIFIER
     assert report.notes and "stride" in caplog.text
+    torch.save({"model": source, "epoch": 90}, tmp_path / "torchvision-reference-checkpoint.pth")
+    nested = load_pretrained(fresh("deeplabv2_small"), tmp_path / "torchvision-reference-checkpoint.pth")
+    assert nested.format == "torchvision" and nested.num_loaded == report.num_loaded
 
 
 def test_camix_checkpoint_loads_the_student(tmp_path: Path) -> None:
@@ -202,3 +205,17 @@ def test_bad_files_raise_one_line_checkpoint_errors(tmp_path: Path, writer: Writ
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert same(model.state_dict(), before, list(before))  # nothing half-loaded
+
+
+@pytest.mark.slow
+def test_r101_imagenet_init_round_trip(tmp_path: Path) -> None:
+    """The real layout at full size: every r101 backbone tensor of a ``Scale.`` file lands in place."""
+    torch.manual_seed(0)
+    source = build_model("deeplabv2_r101", num_classes=21).state_dict()
+    saved = {f"Scale.{k}": v for k, v in source.items() if not k.endswith("num_batches_tracked")}
+    torch.save(saved, tmp_path / "init.pth", _use_new_zipfile_serialization=False)
+    model = fresh("deeplabv2_r101")
+    report = load_pretrained(model, tmp_path / "init.pth")
+    weights = [k for k in backbone_keys(model) if not k.endswith("num_batches_tracked")]
+    assert sorted(report.loaded) == sorted(weights) and report.missing == CLASSIFIER
+    assert same(model.state_dict(), source, weights)
