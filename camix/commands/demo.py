@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -45,15 +44,14 @@ def demo_config(args: argparse.Namespace) -> Config:
 
 
 def ensure_synthcity(folder: Path, progress: bool) -> dict[str, Any]:
-    """Generate SynthCity into ``folder`` unless a complete one is already there."""
-    from camix.data.synthcity import generate
+    """Generate SynthCity into ``folder`` unless the same dataset (parameters and generator version) is there."""
+    from camix.data.synthcity import ensure, is_current
 
-    meta_file = folder / "synthcity.json"
-    if meta_file.is_file():
+    if is_current(folder, **DATA_DEFAULTS):
         print(f"SynthCity found in {folder}")
-        return dict(json.loads(meta_file.read_text()))
-    print(f"generating SynthCity in {folder} ...")
-    return generate(folder, progress=progress, **DATA_DEFAULTS)
+    else:
+        print(f"generating SynthCity in {folder} ...")
+    return dict(ensure(folder, progress=progress, **DATA_DEFAULTS))
 
 
 def run(args: argparse.Namespace) -> int:
