@@ -108,12 +108,24 @@ def checkpoint_config(path: str | Path, state: dict[str, Any], overrides: Sequen
 
 
 def load_for_inference(
-    checkpoint: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (), *, teacher: bool = False
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    teacher: bool | None = None,
 ) -> tuple[Config, torch.nn.Module, CheckpointInfo]:
-    """Read a checkpoint once: its config (or ``config`` when given), its network in eval mode, and its description."""
+    """Read a checkpoint once: its config (or ``config`` when given), its network in eval mode, and its description.
+
+    Args:
+        checkpoint: a checkpoint file, or a run directory (its ``checkpoints/last.pt``).
+        config: a YAML config to use instead of the one saved in the checkpoint.
+        overrides: ``--set`` overrides applied to the config.
+        teacher: the EMA teacher instead of the student; None follows the config's ``eval.model``.
+    """
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
     cfg = load_config(config, overrides) if config is not None else checkpoint_config(path, state, overrides)
+    teacher = cfg.eval.model == "teacher" if teacher is None else teacher
     model = network_from_state(cfg, state, path, teacher=teacher)
     return cfg, model, checkpoint_info(path, state, teacher)
 

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
-    parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
+    parser.add_argument(
+        "--teacher", action="store_true", help="evaluate the EMA teacher (default: eval.model of the config)"
+    )
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument(
         "--sliding", type=size_argument, metavar="WxH", help="sliding-window inference with windows of WxH pixels"
@@ -53,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap {args.overlap}: choose a fraction in [0, 1), e.g. 0.33")
-    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher)
+    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     cfg = with_protocol(
-        cfg, teacher=args.teacher, flip=args.flip, window=args.sliding, native_labels=args.native_labels
+        cfg, teacher=info.network == "teacher", flip=args.flip, window=args.sliding, native_labels=args.native_labels
     )
     evaluation = evaluate_model(cfg, model, info, overlap=args.overlap, progress=not args.no_progress)
     layout = layout_for(cfg.data.source.name)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.export import INSTALL_HINT, export_onnx, max_abs_difference, onnxruntime_available, random_image
     from camix.predict import load_for_inference
 
-    _, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher)
+    _, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     export_onnx(model, args.onnx, opset=args.opset)
     print(f"exported {info} to {args.onnx} (opset {args.opset}; inputs image[N,3,H,W] -> logits[N,C,H/8,W/8])")
     if not onnxruntime_available():

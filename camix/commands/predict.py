@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.predict import find_inputs, load_for_inference, predict_files
 
     inputs = find_inputs(args.inputs)
-    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher)
+    cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     print(f"checkpoint: {info}")
     done = predict_files(model, cfg, inputs, args.out, size=args.size, progress=not args.no_progress)
     print(f"wrote {3 * done} files for {done} images to {args.out}")
