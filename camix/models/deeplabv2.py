@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 ASPP_DILATIONS: tuple[int, ...] = (6, 12, 18, 24)
@@ -262,7 +261,6 @@ def param_groups(
     return groups
 
 
-@torch.no_grad()
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (all of them, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
