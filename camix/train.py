@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from camix.checkpoint import check_compatible, find_resume, load_checkpoint, sav
 from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError
 from camix.evaluate import EvalResult
-from camix.methods import STEPS, StepContext, relations_for
+from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
 from camix.runtime import (
     Dist,
@@ -52,6 +53,8 @@ from camix.train_support import (
 
 LOG = logging.getLogger("camix.train")
 
+StepFn = Callable[[StepContext, dict[str, Any], dict[str, Any] | None], StepOutput]
+
 
 class NonFiniteLoss(CamixError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint (exit code 1)."""
@@ -73,6 +76,44 @@ def autocast_factory(device: torch.device, amp: str) -> Any:
         return contextlib.nullcontext
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def optimisation_step(
+    ctx: StepContext,
+    step: StepFn,
+    source: dict[str, Any],
+    target: dict[str, Any] | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    teacher: nn.Module | None = None,
+    model: nn.Module | None = None,
+    ema_alpha_max: float = 0.99,
+) -> tuple[StepOutput, torch.Tensor]:
+    """One iteration on a batch already on the device: step -> summed loss -> backward -> SGD step -> EMA (Eq. 3).
+
+    No host synchronisation (with bf16 or no autocast; fp16's GradScaler checks for infs on the host).
+
+    Args:
+        ctx: the step's context, ``ctx.iteration`` set (it picks the EMA decay).
+        step: a method's step function (``camix.methods.STEPS``).
+        source: the source batch; ``target``: the target batch or None.
+        optimizer: steps the student; ``scaler``: the (possibly disabled) gradient scaler.
+        teacher: the raw EMA teacher module, updated in place from ``model`` (the raw student), when given.
+        ema_alpha_max: the EMA decay's ceiling.
+
+    Returns:
+        The step's output and the summed loss (not detached).
+    """
+    out = step(ctx, source, target)
+    total = torch.stack(list(out.losses.values())).sum()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if teacher is not None and model is not None:
+        Fn.ema_update_(teacher, model, Fn.ema_alpha(ctx.iteration, ema_alpha_max))
+    return out, total
 
 
 class Trainer:
@@ -107,7 +148,7 @@ class Trainer:
         if self.dist.enabled and cfg.train.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
         groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
         self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
@@ -141,7 +182,9 @@ class Trainer:
             cfg=cfg.method,
             num_classes=cfg.model.num_classes,
             generator=self.generator,
-            augment=StrongAugment(cfg.method.augment, crop_h, crop_w).to(self.device),
+            # Not moved to the device: kornia then samples its parameters on the host and copies them over.
+            # Moved, its ColorJitter tests the device-side factors in Python (`.any()`), a host sync per call.
+            augment=StrongAugment(cfg.method.augment, crop_h, crop_w),
             total_iterations=cfg.train.iterations,
             prior=prior,
             relations=relations_for(cfg.method.relations),
@@ -264,14 +307,17 @@ class Trainer:
         source = self._to_device(next(self.source_iter))
         target = self._to_device(next(self.target_iter)) if self.target_iter is not None else None
         self.context.iteration = self.iteration
-        out = STEPS[cfg.method.name](self.context, source, target)
-        total = torch.stack(list(out.losses.values())).sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.teacher is not None:
-            Fn.ema_update_(self.teacher, self.model, Fn.ema_alpha(self.iteration, cfg.method.ema_alpha))
+        out, total = optimisation_step(
+            self.context,
+            STEPS[cfg.method.name],
+            source,
+            target,
+            self.optimizer,
+            self.scaler,
+            teacher=self.teacher,
+            model=self.model,
+            ema_alpha_max=cfg.method.ema_alpha,
+        )
         if cfg.train.debug_every and self.dist.is_main and (self.iteration + 1) % cfg.train.debug_every == 0:
             save_debug_panel(self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png", source, target, out.extras)
         losses = {name: value.detach().float() for name, value in out.losses.items()}
