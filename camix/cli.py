@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "predict": "camix.commands.predict",
     "report": "camix.commands.report",
     "export": "camix.commands.export",
+    "study": "camix.commands.study",
 }
 
 

@@ -1,0 +1,236 @@
+"""The paper's comparison and ablations as one resumable study: many configs x seeds, then tables and a figure.
+
+A study file (``configs/synthcity/study.yaml``) names the runs (a config file each), the seeds, the SynthCity
+to generate, overrides for every run, and the tables to write (rows by run name, a baseline row). Finished runs
+(a ``summary.json`` next to an unchanged ``config.yaml``) are skipped; interrupted ones resume from their last
+checkpoint. The results file holds the tables (mean ± std over seeds, gain over the baseline), the per-class
+IoU of the main comparison and the adaptation curves (PNG plus its data as CSV).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from camix.config import Config, from_dict, load_config, load_yaml_tree, to_dict
+from camix.errors import ConfigError
+from camix.io import atomic_write_text
+
+DEFAULT_DATA_PREFIX = "data/synthcity"
+
+
+@dataclass(frozen=True)
+class SynthCitySpec:
+    """The SynthCity every run of the study trains on (generated when missing)."""
+
+    dir: str = DEFAULT_DATA_PREFIX  # replaces the data/synthcity prefix of every data root of the run configs
+    seed: int = 0
+    size: tuple[int, int] = (256, 128)
+    num_source: int = 400
+    num_target_train: int = 400
+    num_target_val: int = 100
+    gap: float = 1.0
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """One table of the results: rows are run names, gains are over ``baseline``."""
+
+    title: str
+    rows: tuple[str, ...]
+    baseline: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study."""
+
+    out_dir: str = "runs/study"
+    results: str = "benchmarks/synthcity/RESULTS.md"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
+    overrides: tuple[str, ...] = ()  # --set overrides applied to every run
+    runs: dict[str, str] = field(default_factory=dict)  # run name -> config file
+    tables: tuple[StudyTable, ...] = ()
+    per_class: tuple[str, ...] = ()  # rows of the per-class IoU table and of the curves figure
+
+
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read a study file; ``overrides`` are added to its ``overrides`` (applied to every run)."""
+    tree = load_yaml_tree(path)
+    try:
+        study = from_dict(StudyConfig, tree, "study")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path})") from None
+    known = set(study.runs)
+    for table in study.tables:
+        missing = [name for name in (*table.rows, table.baseline) if name not in known]
+        if missing:
+            raise ConfigError(f"study table '{table.title}' names unknown runs {missing} (in {path})")
+    return StudyConfig(**{**study.__dict__, "overrides": (*study.overrides, *overrides)})
+
+
+def run_dir(study: StudyConfig, name: str, seed: int) -> Path:
+    """Where run ``name`` with ``seed`` lives."""
+    return Path(study.out_dir) / f"{name}_seed{seed}"
+
+
+def run_config(study: StudyConfig, name: str, seed: int) -> Config:
+    """The resolved config of one run of the study."""
+    base = load_config(study.runs[name], [*study.overrides, f"seed={seed}"])
+    roots = []
+    for key in ("source", "target", "val"):
+        dataset = getattr(base.data, key)
+        if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
+            roots.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
+    return load_config(
+        study.runs[name], [*study.overrides, f"seed={seed}", *roots, f"out_dir={run_dir(study, name, seed)}"]
+    )
+
+
+def is_finished(cfg: Config) -> bool:
+    """A run with a summary and the very same resolved config."""
+    folder = Path(cfg.out_dir)
+    if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
+        return False
+    return load_config(folder / "config.yaml") == cfg
+
+
+def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
+    """Every (name, seed, config) of the study, seed-major so that partial studies cover every method."""
+    return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in study.runs]
+
+
+def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
+    """Train what is missing, then write the results file; returns its path."""
+    from camix.data.synthcity import ensure
+    from camix.train import train
+
+    spec = study.synthcity
+    if not only_report:
+        ensure(
+            spec.dir,
+            progress=progress,
+            seed=spec.seed,
+            size=spec.size,
+            num_source=spec.num_source,
+            num_target_train=spec.num_target_train,
+            num_target_val=spec.num_target_val,
+            gap=spec.gap,
+        )
+    jobs = plan(study)
+    started, trained = time.perf_counter(), 0
+    for index, (name, seed, cfg) in enumerate(jobs, 1):
+        if is_finished(cfg) or only_report:
+            print(f"[{index}/{len(jobs)}] {name} seed {seed}: done before")
+            continue
+        t0 = time.perf_counter()
+        summary = train(cfg, resume="auto", progress=progress)
+        if "interrupted" in summary:
+            print(f"study stopped during {name} seed {seed}; run the same command again to continue")
+            raise SystemExit(130)
+        trained += 1
+        elapsed = time.perf_counter() - started
+        left = sum(1 for _, _, c in jobs[index:] if not is_finished(c))
+        print(
+            f"[{index}/{len(jobs)}] {name} seed {seed}: mIoU19 {summary['final']['miou19']:.1f} in "
+            f"{(time.perf_counter() - t0) / 60:.1f} min; elapsed {elapsed / 60:.0f} min, "
+            f"about {elapsed / trained * left / 60:.0f} min left"
+        )
+    wall = time.perf_counter() - started
+    return write_results(study, jobs, wall if trained else None)
+
+
+def _groups(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> dict[str, Any]:
+    from camix.report import group_runs, load_run
+
+    by_name: dict[str, list[Any]] = {}
+    for name, _, cfg in jobs:
+        if (Path(cfg.out_dir) / "metrics.jsonl").is_file():
+            by_name.setdefault(name, []).append(load_run(cfg.out_dir, label=name))
+    return {name: group_runs(runs)[0] for name, runs in by_name.items()}
+
+
+def run_seconds(cfg: Config) -> float:
+    """Mean seconds per iteration logged by a finished run."""
+    path = Path(cfg.out_dir) / "metrics.jsonl"
+    values = [json.loads(line).get("sec_per_iter") for line in path.read_text().splitlines()] if path.is_file() else []
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], wall: float | None) -> Path:
+    """The results markdown: tables, per-class IoU, curves (PNG + CSV), setup and timings."""
+    from camix.report import comparison_table, group_curve, per_class_table, plot_curves
+
+    groups = _groups(study, jobs)
+    out = Path(study.results)
+    sections = [_header(study, jobs, wall)]
+    for table in study.tables:
+        rows = [groups[name] for name in table.rows if name in groups]
+        if rows and table.baseline in groups:
+            sections.append(f"## {table.title}\n\n{table.note}\n\n{comparison_table(rows, baseline=table.baseline)}")
+    main = [groups[name] for name in study.per_class if name in groups]
+    if main:
+        sections.append("## Per-class IoU (%) of the main comparison\n\n" + per_class_table(main))
+        figure = out.with_name("curves.png")
+        plot_curves(main, figure, title="SynthCity: mIoU19 on target val during training")
+        curves = [group_curve(g) for g in main]
+        csv = ["method,iteration,mean,min,max"] + [
+            f"{c.label},{x},{m:.3f},{lo:.3f},{hi:.3f}"
+            for c in curves
+            for x, m, lo, hi in zip(c.x, c.mean, c.low, c.high, strict=True)
+        ]
+        atomic_write_text(out.with_name("curves.csv"), "\n".join(csv) + "\n")
+        sections.append(
+            "## Adaptation curves (the paper's Figure 4)\n\n![curves](curves.png)\n\n"
+            "Data: [curves.csv](curves.csv) (mean, min and max over seeds at each evaluation)."
+        )
+    sections.append(_timings(study, jobs))
+    atomic_write_text(out, "\n\n".join(sections) + "\n")
+    return out
+
+
+def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], wall: float | None) -> str:
+    cfg = jobs[0][2]
+    spec = study.synthcity
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    total = f"{wall / 3600:.2f} h" if wall is not None else "see the per-run timings below"
+    return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
+
+Command: `camix study configs/synthcity/study.yaml` ({when}, {platform.machine()} CPU,
+{torch.get_num_threads()} threads, torch {torch.__version__}; wall time of the training in this invocation: {total}).
+
+Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
+{spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}` from
+scratch; {cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
+{cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
+last checkpoint on the target val split, mean ± sample std over seeds."""
+
+
+def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
+    lines = ["## Cost per run", "", "| run | s / iteration (mean over seeds) | iterations |", "|---|---|---|"]
+    for name in study.runs:
+        cfgs = [cfg for n, _, cfg in jobs if n == name]
+        seconds = [run_seconds(c) for c in cfgs]
+        lines.append(f"| {name} | {sum(seconds) / len(seconds):.3f} | {cfgs[0].train.iterations} |")
+    return "\n".join(lines)
+
+
+def describe(study: StudyConfig) -> dict[str, Any]:
+    """A JSON-friendly summary of the plan (for --dry-run)."""
+    return {
+        "runs": len(study.runs) * len(study.seeds),
+        "configs": dict(study.runs),
+        "seeds": list(study.seeds),
+        "example": to_dict(run_config(study, next(iter(study.runs)), study.seeds[0])),
+    }

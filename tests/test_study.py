@@ -1,0 +1,69 @@
+"""A tiny study end to end: runs are trained once, skipped the second time, and the results file is written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from camix.cli import main
+from camix.errors import ConfigError
+from camix.study import load_study, plan
+from tests.conftest import TINY_SIZE
+
+
+def write_study(tmp_path: Path, root: Path) -> Path:
+    text = f"""
+out_dir: {tmp_path / "runs"}
+results: {tmp_path / "results" / "RESULTS.md"}
+seeds: [0, 1]
+synthcity: {{dir: {root}, seed: 0, size: [{TINY_SIZE[0]}, {TINY_SIZE[1]}], num_source: 8, num_target_train: 6,
+            num_target_val: 4}}
+overrides: [data.crop=48x48, data.workers=0, train.iterations=2, train.eval_every=1, train.log_every=1,
+            method.noise_passes=2]
+runs:
+  source_only: configs/synthcity/source_only.yaml
+  oracle: configs/synthcity/oracle.yaml
+  camix: configs/synthcity/camix.yaml
+per_class: [source_only, camix, oracle]
+tables:
+  - {{title: "Main", rows: [source_only, camix, oracle], baseline: source_only}}
+"""
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_study_trains_skips_and_reports(
+    synthcity_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_file = write_study(tmp_path, synthcity_root)
+    study = load_study(study_file)
+    jobs = plan(study)
+    assert [(name, seed) for name, seed, _ in jobs][:3] == [("source_only", 0), ("oracle", 0), ("camix", 0)]
+    oracle = jobs[1][2]
+    assert oracle.data.source.root == str(synthcity_root / "cityscapes")  # the data prefix is rewritten
+    assert oracle.out_dir == str(tmp_path / "runs" / "oracle_seed0")
+
+    assert main(["study", str(study_file), "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    assert len(re.findall(r"\[\d/6\] \w+ seed \d: mIoU19", first)) == 6
+    results = (tmp_path / "results" / "RESULTS.md").read_text()
+    for needle in ("## Main", "| source_only", "| camix", "| oracle", "Per-class IoU", "curves.png", "Cost per run"):
+        assert needle in results, needle
+    assert (tmp_path / "results" / "curves.png").stat().st_size > 1000
+    assert len((tmp_path / "results" / "curves.csv").read_text().splitlines()) == 1 + 3 * 2  # 3 rows x 2 evals
+
+    assert main(["study", str(study_file), "--no-progress"]) == 0  # everything is finished: nothing retrains
+    assert capsys.readouterr().out.count("done before") == 6
+
+
+def test_study_rejects_unknown_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("runs: {a: configs/synthcity/camix.yaml}\ntables: [{title: T, rows: [a, b], baseline: a}]\n")
+    with pytest.raises(ConfigError, match=r"unknown runs \['b'\]"):
+        load_study(path)
+    path.write_text("runz: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'study\.runz'"):
+        load_study(path)
