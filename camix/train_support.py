@@ -150,7 +150,14 @@ def evaluate_distributed(model: nn.Module, cfg: Config, device: torch.device, in
     loader = DataLoader(
         dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.data.workers, pin_memory=device.type == "cuda"
     )
-    result = evaluate(model, loader, num_classes=cfg.model.num_classes, device=device, flip=cfg.eval.flip)
+    result = evaluate(
+        model,
+        loader,
+        num_classes=cfg.model.num_classes,
+        device=device,
+        flip=cfg.eval.flip,
+        window=cfg.eval.sliding_window,
+    )
     return EvalResult(all_reduce_(result.confusion, info))
 
 
