@@ -8,6 +8,9 @@ Usage::
 
 Times are medians over ``--repeats`` runs after ``--warmup`` runs, in training mode (batch statistics,
 as in training); forward+backward backpropagates the sum of the logits.
+
+On a CPU shared with other jobs, OpenMP threads that spin-wait make multi-threaded timings erratic
+(up to 10x slower); run with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` for repeatable figures.
 """
 
 from __future__ import annotations
