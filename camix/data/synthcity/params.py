@@ -102,14 +102,17 @@ TARGET = Domain(
         facade_height=14.0,
     ),
     style=DomainStyle(
-        colour_shift=0.5,  # half-way to the photographed palette; gap=2 reaches all of it
-        instance_jitter=0.12,
-        detail_contrast=0.5,
-        texture=0.18,
-        lighting=0.25,
-        white_balance=0.06,
-        noise=6.0,
-        blur=0.8,
+        # Calibrated with a source-only deeplabv2_tiny (SynthCity 256x128, 1500 iterations): at gap=1 it scores
+        # about 35 mIoU19 on the target (67 on a source-like target) while the oracle scores 60+, a gap like
+        # GTA5 -> Cityscapes. gap=2 doubles every appearance change (source-only then collapses to ~3).
+        colour_shift=0.3,  # 30% of the way to the photographed palette
+        instance_jitter=0.1,
+        detail_contrast=0.44,
+        texture=0.11,
+        lighting=0.15,
+        white_balance=0.036,
+        noise=4.2,
+        blur=0.48,
     ),
 )
 """The "photographed" target domain at ``gap=1``."""

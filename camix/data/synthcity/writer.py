@@ -26,7 +26,7 @@ from camix.data.synthcity.scene import make_scene
 from camix.errors import ConfigError, DataError
 from camix.io import atomic_write_text
 
-GENERATOR_VERSION = "1.0"  # bump whenever the generated files change for the same parameters
+GENERATOR_VERSION = "1.1"  # bump whenever the generated files change for the same parameters
 DEFAULT_SIZE = (256, 128)
 METADATA = "synthcity.json"
 PARTIAL = ".synthcity-partial"  # present while a run is writing; marks the folder as SynthCity output
