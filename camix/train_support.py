@@ -124,7 +124,7 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
     """Endless source and target batch iterators starting at batch ``start_batch``, and the target image size."""
     from camix.data.sampling import infinite_loader
 
-    common = {
+    common: dict[str, Any] = {
         "batch_size": cfg.data.batch_size,
         "workers": cfg.data.workers,
         "rank": info.rank,
