@@ -1,0 +1,580 @@
+"""Seconds per training iteration of source-only, DACS and CAMix at the paper's settings (issue 8).
+
+One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward,
+SGD step and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on
+batches already on the device: 2 source + 2 target crops of random street-scene-like data (labels made of a
+sky, a skyline, a road with sidewalks and a handful of objects and poles, so ClassMix and the contextual mask
+see realistic class counts) and a spatial prior ``[19, H, W]`` at the target image size. The settings come
+from the packaged ``configs/gta2cs/{source_only,dacs,camix}.yaml`` (CAMix without its ClassMix warm-up, N = 8
+noisy teacher passes, SRC loss, spatial prior, default relations). Times are medians over ``--iters``
+iterations after ``--warmup``; on CUDA also the peak allocated memory over the timed iterations.
+
+``--baseline`` also times ``benchmarks/baseline_step.py`` (a re-creation of the released code's iteration) in
+the same process on the same data and prints baseline/fast ratios. ``--check-numerics`` runs 10 iterations
+from the same state in fp32 and in the fast path (bf16 autocast + channels_last) and prints the largest
+relative difference of each loss term. Results are appended to ``benchmarks/RESULTS.md`` unless ``--no-record``.
+
+    python benchmarks/train_step.py --device cuda --baseline --check-numerics      # H100: r101, 512x512
+    python benchmarks/train_step.py --device cpu --iters 5 --no-record              # tiny model, 128x128
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camix import functional as Fn
+from camix.augment import StrongAugment
+from camix.config import Config, load_config
+from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
+from camix.methods import STEPS, StepContext, relations_for, upsampled_logits
+from camix.models import build_model, param_groups
+from camix.train import StepFn, autocast_factory, optimisation_step, poly_lr_
+
+try:
+    from benchmarks import baseline_step
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    import baseline_step  # type: ignore[no-redef]
+
+METHODS = ("source_only", "dacs", "camix")
+RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS_HEADER = (
+    "# Benchmark results\n\nDated sections appended by the scripts in this folder (newest last); each names its "
+    "device, versions and the exact command. Append, never rewrite.\n"
+)
+
+
+# ------------------------------------------------------------------------------------------ synthetic data
+def _painter(label: Tensor) -> Callable[[int, float, float, float, float], None]:
+    height, width = label.shape
+
+    def paint(cls: int, top: float, left: float, h: float, w: float) -> None:
+        """Fill a box given in fractions of the image (clamped, at least one pixel)."""
+        t, lf = max(0, int(top * height)), max(0, int(left * width))
+        b, r = min(height, max(t + 1, int((top + h) * height))), min(width, max(lf + 1, int((left + w) * width)))
+        label[t:b, lf:r] = cls
+
+    return paint
+
+
+def scene_label(height: int, width: int, gen: torch.Generator) -> Tensor:
+    """A street-scene-like trainId map: sky, a skyline of buildings/vegetation, road, sidewalks, objects."""
+    r = iter(torch.rand(64, generator=gen).tolist())  # host floats from a CPU generator (setup only)
+    y, x = torch.linspace(0, 1, height).view(-1, 1), torch.linspace(0, 1, width).view(1, -1)
+    horizon, centre, blocks = 0.35 + 0.15 * next(r), 0.4 + 0.2 * next(r), 4 + int(5 * next(r))
+    block = (x * blocks).long().clamp(max=blocks - 1)
+    tops = horizon - 0.05 - 0.3 * torch.rand(blocks, generator=gen)
+    kinds = torch.where(torch.rand(blocks, generator=gen) < 0.3, 8, 2)  # vegetation or building
+    label = torch.where(y >= tops[block], kinds[block], torch.full((height, width), 10))  # 10: sky
+    depth = ((y - horizon) / (1 - horizon)).clamp(min=0)
+    ground = torch.where((x - centre).abs() < 0.08 + 0.5 * depth, 0, 1)  # road, sidewalk
+    ground = torch.where((x - centre).abs() < 0.15 + 0.8 * depth, ground, 9 if next(r) < 0.5 else 8)
+    label = torch.where(y >= horizon, ground, label)
+    paint = _painter(label)
+    if next(r) < 0.6:  # a wall or a fence along one side
+        paint(3 if next(r) < 0.5 else 4, horizon - 0.06, 0.0 if next(r) < 0.5 else 0.6, 0.08, 0.4)
+    for _ in range(1 + int(3 * next(r))):  # cars on the road, sized by depth
+        d = 0.15 + 0.85 * next(r)
+        size = 0.06 + 0.25 * d
+        paint(13, horizon + d * (1 - horizon) - 0.6 * size, centre + (next(r) - 0.5) * d - size / 2, 0.6 * size, size)
+    for _ in range(int(3 * next(r))):  # persons on the sidewalks
+        d, side = 0.2 + 0.8 * next(r), -1 if next(r) < 0.5 else 1
+        h = 0.1 + 0.3 * d
+        paint(11, horizon + d * (1 - horizon) - h, centre + side * (0.12 + 0.6 * d), h, 0.25 * h)
+    for _ in range(1 + int(2 * next(r))):  # poles carrying a sign or a light
+        px, h = next(r), 0.2 + 0.2 * next(r)
+        paint(5, horizon - h, px, h + 0.1, 0.012)
+        paint(7 if next(r) < 0.6 else 6, horizon - h - 0.04, px - 0.02, 0.05, 0.05)
+    if next(r) < 0.5:  # a rider on a bicycle or a motorcycle
+        rx = centre + 0.3 * (next(r) - 0.5)
+        paint(12, horizon + 0.05, rx, 0.12, 0.04)
+        paint(18 if next(r) < 0.5 else 17, horizon + 0.15, rx - 0.02, 0.07, 0.08)
+    if next(r) < 0.4:  # a truck, bus or train
+        paint(14 + int(3 * next(r)), horizon - 0.12, centre - 0.35 * next(r), 0.2, 0.3)
+    if next(r) < 0.5:  # unlabelled ego-vehicle band
+        label = torch.where(y > 0.93, IGNORE_INDEX, label)
+    return label
+
+
+def scene_image(label: Tensor, palette: Tensor, gen: torch.Generator, noise: float) -> Tensor:
+    """Caffe-normalised BGR image whose colours follow the labels (palette row 19 serves the ignore label)."""
+    index = torch.where(label == IGNORE_INDEX, 19, label)
+    image = palette[index].permute(2, 0, 1) * (0.8 + 0.4 * torch.rand(1, generator=gen))
+    image = image + noise * torch.randn(image.shape, generator=gen)
+    return image.clamp(0, 255) - torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
+
+
+@dataclass
+class Pool:
+    """A few ready batches on the device, cycled through, and the spatial prior at the target image size."""
+
+    sources: list[dict[str, Tensor]]
+    targets: list[dict[str, Tensor]]
+    prior: Tensor
+
+    def batch(self, i: int, channels_last: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Batch ``i`` (cycled); images converted to channels_last as ``Trainer._to_device`` does."""
+        source, target = dict(self.sources[i % len(self.sources)]), dict(self.targets[i % len(self.targets)])
+        if channels_last:
+            source["image"] = source["image"].contiguous(memory_format=torch.channels_last)
+            target["image"] = target["image"].contiguous(memory_format=torch.channels_last)
+        return source, target
+
+
+def make_pool(
+    batch: int, crop: tuple[int, int], target_size: tuple[int, int], device: torch.device, count: int = 4
+) -> Pool:
+    """``count`` batches of ``batch`` source (image, label) and target (image, box) crops; ``crop`` is (h, w)."""
+    gen = torch.Generator().manual_seed(0)
+    palette = 255 * torch.rand(20, 3, generator=gen)
+    target_palette = (0.6 * palette + 60 + 30 * torch.rand(20, 3, generator=gen)).clamp(0, 255)
+    (h, w), (th, tw) = crop, target_size
+    sources, targets = [], []
+    for _ in range(count):
+        labels = torch.stack([scene_label(h, w, gen) for _ in range(batch)])
+        images = torch.stack([scene_image(lab, palette, gen, 8.0) for lab in labels])
+        target_images = torch.stack([scene_image(scene_label(h, w, gen), target_palette, gen, 20.0) for _ in labels])
+        tops = torch.randint(0, th - h + 1, (batch,), generator=gen)
+        lefts = torch.randint(0, tw - w + 1, (batch,), generator=gen)
+        boxes = torch.stack([tops, lefts, torch.full_like(tops, h), torch.full_like(tops, w)], dim=1)
+        sources.append({"image": images.to(device), "label": labels.to(device)})
+        targets.append({"image": target_images.to(device), "box": boxes})  # boxes stay on the host
+    maps = [scene_label(max(8, th // 8), max(8, tw // 8), gen) for _ in range(32)]
+    small = Fn.spatial_prior(maps, 19, (max(8, th // 8), max(8, tw // 8)), smoothing=1.0)
+    prior = F.interpolate(small[None], size=(th, tw), mode="bilinear", align_corners=False)[0]
+    return Pool(sources, targets, prior.to(device))
+
+
+# --------------------------------------------------------------------------------------------- fast path
+@dataclass(frozen=True)
+class PathOptions:
+    """How the library's iteration runs."""
+
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class FastSetup:
+    """The pieces ``Trainer`` builds, for one method."""
+
+    cfg: Config
+    ctx: StepContext
+    step: StepFn
+    model: nn.Module
+    teacher: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    channels_last: bool
+
+
+def method_config(method: str, model_name: str, noise_passes: int) -> Config:
+    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up."""
+    overrides = [f"model.name={model_name}", "method.warmup_iterations=0", f"method.noise_passes={noise_passes}"]
+    return load_config(f"configs/gta2cs/{method}.yaml", overrides)
+
+
+def generator_device(device: torch.device) -> torch.device:
+    """The step generator's device: the data's, except for ``meta`` (the test stand-in for a GPU), which has none."""
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def build_fast(
+    method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
+) -> FastSetup:
+    """Model, SGD over ``param_groups``, EMA teacher and StepContext, as ``Trainer`` builds them."""
+    cfg = method_config(method, model_name, noise_passes)
+    torch.manual_seed(cfg.seed)
+    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
+    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
+    model = model.to(device, memory_format=fmt).train()  # type: ignore[call-overload]
+    groups = param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
+    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    teacher = None
+    if cfg.method.name == "mean_teacher":
+        teacher = copy.deepcopy(model).requires_grad_(False).train(cfg.method.teacher_train_mode)
+    student_fwd, teacher_fwd = model, teacher
+    if opts.compile:
+        student_fwd = torch.compile(model)
+        teacher_fwd = torch.compile(teacher) if teacher is not None else None
+    crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
+    ctx = StepContext(
+        student=student_fwd,
+        teacher=teacher_fwd,
+        cfg=cfg.method,
+        num_classes=cfg.model.num_classes,
+        generator=torch.Generator(device=generator_device(device)).manual_seed(cfg.seed),
+        augment=StrongAugment(cfg.method.augment, crop_h, crop_w),  # host-side parameter sampling, as Trainer
+        total_iterations=cfg.train.iterations,
+        prior=pool.prior if cfg.method.mix == "camix" and cfg.method.spatial_prior else None,
+        relations=relations_for(cfg.method.relations),
+        autocast=autocast_factory(device, opts.amp),
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
+    return FastSetup(cfg, ctx, STEPS[cfg.method.name], model, teacher, optimizer, scaler, opts.channels_last)
+
+
+def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
+    """What ``Trainer.train_step`` does once the batch is on the device; returns the named losses."""
+    cfg = setup.cfg
+    poly_lr_(setup.optimizer, cfg.optim.lr, cfg.optim.power, i, cfg.train.iterations)
+    source, target = pool.batch(i, setup.channels_last)
+    setup.ctx.iteration = i
+    out, _ = optimisation_step(
+        setup.ctx,
+        setup.step,
+        source,
+        target if cfg.method.name == "mean_teacher" else None,
+        setup.optimizer,
+        setup.scaler,
+        teacher=setup.teacher,
+        model=setup.model,
+        ema_alpha_max=cfg.method.ema_alpha,
+    )
+    return {name: value.detach() for name, value in out.losses.items()}
+
+
+def baseline_runner(method: str, args: argparse.Namespace, pool: Pool, device: torch.device) -> Callable[[int], Any]:
+    """One released-code iteration per call (``benchmarks/baseline_step.py``)."""
+    relations = relations_for(method_config(method, args.model, args.noise_passes).method.relations)
+    state = baseline_step.build_released(
+        args.model, method, device, pool.prior, relations, noise_passes=args.noise_passes
+    )
+
+    def run(i: int) -> dict[str, float]:
+        source, target = pool.batch(i, channels_last=False)
+        return baseline_step.released_iteration(state, source, target, i)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Seconds per iteration and peak allocated GiB (CUDA only)."""
+
+    method: str
+    path: str
+    times: list[float]
+    peak_gib: float | None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels so that wall time measures them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_iterations(
+    run: Callable[[int], Any], device: torch.device, warmup: int, iters: int, label: tuple[str, str]
+) -> Timing:
+    """Median-ready wall times of ``iters`` calls after ``warmup`` calls; peak memory over the timed ones."""
+    for i in range(warmup):
+        run(i)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup, warmup + iters):
+        start = time.perf_counter()
+        run(i)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return Timing(label[0], label[1], times, peak)
+
+
+def release(device: torch.device) -> None:
+    """Free cached blocks between runs so that each peak is its own."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def benchmark(args: argparse.Namespace, pool: Pool, device: torch.device) -> list[Timing]:
+    """Fast path (and baseline) timings of every requested method."""
+    opts = PathOptions(args.amp, args.channels_last, args.compile)
+    results = []
+    for method in args.methods:
+        setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes)
+        results.append(
+            time_iterations(
+                lambda i, s=setup: fast_iteration(s, pool, i), device, args.warmup, args.iters, (method, "fast")
+            )
+        )
+        del setup
+        release(device)
+        if args.baseline and method in (args.baseline_methods or args.methods):
+            run = baseline_runner(method, args, pool, device)
+            results.append(time_iterations(run, device, args.warmup, args.iters, (method, "baseline")))
+            del run
+            release(device)
+    return results
+
+
+# -------------------------------------------------------------------------------------------- numerics
+@dataclass
+class WarmStart:
+    """The shared initial state of the numerics comparison."""
+
+    state: dict[str, Tensor]
+    iterations: int
+    confident: float  # share of target pixels with max-prob >= 0.968 (what DACS's confidence weight counts)
+
+
+def confident_share(model: nn.Module, pool: Pool) -> float:
+    """Share of the first target batch's pixels on which ``model`` is confident (setup-time, host sync is fine)."""
+    with torch.no_grad():
+        prob = upsampled_logits(model, pool.targets[0]["image"]).softmax(1)
+    return float((prob.max(1).values >= 0.968).float().mean().item())
+
+
+def confident_state(args: argparse.Namespace, pool: Pool, device: torch.device) -> WarmStart:
+    """Weights after fp32 source-only iterations at 10x the paper's lr, until 30% of target pixels are confident.
+
+    A random network is never confident, so DACS's confidence weight (share of pixels with p >= 0.968) and with
+    it the consistency loss would be 0 on both paths; a warm start makes the comparison bite. Stops after
+    ``--numerics-pretrain`` iterations at most.
+    """
+    setup = build_fast("source_only", PathOptions(), args.model, pool, device)
+    done, confident = 0, 0.0
+    while done < args.numerics_pretrain and confident < 0.3:
+        poly_lr_(setup.optimizer, 10 * setup.cfg.optim.lr, 0.9, 0, 1)
+        source, _ = pool.batch(done, False)
+        optimisation_step(setup.ctx, setup.step, source, None, setup.optimizer, setup.scaler)
+        done += 1
+        if done % 10 == 0 or done == args.numerics_pretrain:
+            confident = confident_share(setup.model, pool)
+    return WarmStart(copy.deepcopy(setup.model.state_dict()), done, confident)
+
+
+def losses_from(
+    method: str, opts: PathOptions, state: dict[str, Tensor], args: argparse.Namespace, pool: Pool, device: torch.device
+) -> dict[str, list[float]]:
+    """Loss terms of ``--numerics-iters`` iterations from ``state`` with fixed seeds."""
+    setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes)
+    setup.model.load_state_dict(state)
+    if setup.teacher is not None:
+        setup.teacher.load_state_dict(state)
+    torch.manual_seed(1234)  # kornia draws its augmentation parameters from the global (host) generator
+    setup.ctx.generator.manual_seed(1234)
+    rows = [fast_iteration(setup, pool, i) for i in range(args.numerics_iters)]
+    names = list(rows[0])
+    values = torch.stack([torch.stack([row[n].float() for n in names]) for row in rows]).double().cpu()
+    result = {name: values[:, k].tolist() for k, name in enumerate(names)}
+    result["total"] = values.sum(1).tolist()
+    return result
+
+
+def relative_difference(ref: list[float], fast: list[float]) -> float:
+    """Largest ``|fast - ref| / |ref|`` over the iterations (0 where both are 0)."""
+    worst = 0.0
+    for a, b in zip(ref, fast, strict=True):
+        if a != b:
+            worst = max(worst, abs(b - a) / abs(a) if a != 0 else math.inf)
+    return worst
+
+
+@dataclass
+class NumericsRow:
+    """One loss term of one method: the fp32 and fast losses per iteration and their largest relative gap."""
+
+    method: str
+    term: str
+    ref: list[float]
+    fast: list[float]
+
+    @property
+    def max_rel_diff(self) -> float:
+        return relative_difference(self.ref, self.fast)
+
+    def markdown(self) -> str:
+        diff = self.max_rel_diff
+        verdict = "ok" if diff <= 0.02 else "OVER 2%"
+        return (
+            f"| {self.method} | {self.term} | {self.ref[0]:.4f} -> {self.ref[-1]:.4f} | {100 * diff:.3f}% | {verdict} |"
+        )
+
+
+@dataclass
+class Numerics:
+    """The comparison's rows and its warm start."""
+
+    rows: list[NumericsRow]
+    warm: WarmStart
+
+
+def check_numerics(args: argparse.Namespace, pool: Pool, device: torch.device) -> Numerics:
+    """Per method and loss term: fp32 (eager, contiguous) vs bf16 autocast + channels_last from the same state."""
+    fast = PathOptions("bf16", True, args.compile)
+    warm = confident_state(args, pool, device)
+    rows = []
+    for method in args.methods:
+        ref_losses = losses_from(method, PathOptions(), warm.state, args, pool, device)
+        fast_losses = losses_from(method, fast, warm.state, args, pool, device)
+        rows += [NumericsRow(method, term, ref, fast_losses[term]) for term, ref in ref_losses.items()]
+        release(device)
+    return Numerics(rows, warm)
+
+
+# --------------------------------------------------------------------------------------------- report
+def device_name(device: torch.device) -> str:
+    """GPU name, or the CPU model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        model = names[0] if names else model
+    return f"CPU {model} ({torch.get_num_threads()} torch threads)"
+
+
+def environment(device: torch.device) -> str:
+    """Device, versions and load, one line."""
+    parts = [device_name(device), f"torch {torch.__version__}"]
+    if device.type == "cuda":
+        parts += [f"CUDA {torch.version.cuda}", f"cuDNN {torch.backends.cudnn.version()}"]
+    if hasattr(os, "getloadavg"):
+        parts.append("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    return ", ".join(parts)
+
+
+def timing_table(results: list[Timing]) -> list[str]:
+    """Markdown rows with the baseline/fast ratio on each baseline row."""
+    fast = {r.method: r.median for r in results if r.path == "fast"}
+    lines = ["| method | path | s/iter (median) | min | max | peak GiB | speed-up |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        peak = f"{r.peak_gib:.2f}" if r.peak_gib is not None else "n/a"
+        ratio = f"{r.median / fast[r.method]:.2f}x" if r.path == "baseline" and r.method in fast else ""
+        lines.append(
+            f"| {r.method} | {r.path} | {r.median:.4f} | {min(r.times):.4f} | {max(r.times):.4f} | {peak} | {ratio} |"
+        )
+    return lines
+
+
+def report(args: argparse.Namespace, device: torch.device, results: list[Timing], numerics: Numerics | None) -> str:
+    """The dated section: settings, environment, command and tables."""
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    settings = (
+        f"model {args.model}, crop {args.crop[1]}x{args.crop[0]}, {args.batch}+{args.batch} images, 19 classes, "
+        f"N={args.noise_passes}, target image {args.target_size[1]}x{args.target_size[0]}; fast path: amp "
+        f"{args.amp}, channels_last {args.channels_last}, compile {args.compile}; median of {args.iters} after "
+        f"{args.warmup} warm-up"
+    )
+    lines = [
+        f"## {now} — train_step on {device_name(device)}",
+        "",
+        f"- command: `{args.command}`",
+        f"- environment: {environment(device)}",
+        f"- settings: {settings}",
+        "",
+    ]
+    if results:
+        lines += [*timing_table(results), ""]
+    if numerics is not None:
+        lines += [
+            f"Numerics: {args.numerics_iters} iterations from the same state (after {numerics.warm.iterations} fp32 "
+            f"source-only iterations; teacher confident on {100 * numerics.warm.confident:.0f}% of target pixels), "
+            "fp32 vs bf16 + channels_last:",
+            "",
+            "| method | loss | fp32 first -> last | max rel. diff | <= 2% |",
+            "|---|---|---|---|---|",
+            *(row.markdown() for row in numerics.rows),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def record(text: str, path: Path) -> None:
+    """Append a section to the results file (created with a short header when missing)."""
+    new = not path.exists()
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(RESULTS_HEADER if new else "")
+        handle.write("\n" + text + "\n")
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (height, width)."""
+    w, h = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; device-dependent defaults are filled in afterwards."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", help="default: deeplabv2_r101 on cuda, deeplabv2_tiny on cpu")
+    p.add_argument("--crop", type=size, help="WxH; default 512x512 on cuda, 128x128 on cpu")
+    p.add_argument("--target-size", type=size, help="WxH of the target images (the prior's size); default 2048x1024")
+    p.add_argument("--batch", type=int, default=2, help="images per domain")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--noise-passes", type=int, default=8)
+    p.add_argument("--amp", choices=["none", "bf16"], help="fast path autocast; default bf16 on cuda, none on cpu")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default on for cuda, off for cpu")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student and teacher forwards")
+    p.add_argument("--baseline", action="store_true", help="also time the released code's iteration")
+    p.add_argument(
+        "--baseline-methods", nargs="+", choices=METHODS, help="methods timed in --baseline mode (default: all)"
+    )
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--check-numerics", action="store_true", help="fp32 vs bf16+channels_last losses")
+    p.add_argument("--numerics-only", action="store_true", help="skip the timings")
+    p.add_argument("--numerics-iters", type=int, default=10)
+    p.add_argument("--numerics-pretrain", type=int, default=300, help="at most this many warm-start iterations")
+    p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    p.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args.command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/train_step.py", *given])
+    cuda = args.device == "cuda"
+    args.model = args.model or ("deeplabv2_r101" if cuda else "deeplabv2_tiny")
+    args.crop = args.crop or ((512, 512) if cuda else (128, 128))
+    args.target_size = args.target_size or ((1024, 2048) if cuda else (2 * args.crop[0], 2 * args.crop[1]))
+    args.amp = args.amp or ("bf16" if cuda else "none")
+    args.channels_last = cuda if args.channels_last is None else args.channels_last
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the data, time, check numerics, print and record."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # as Trainer's default (and the issue's measurement of the released code)
+    pool = make_pool(args.batch, args.crop, args.target_size, device)
+    results = [] if args.numerics_only else benchmark(args, pool, device)
+    numerics = check_numerics(args, pool, device) if args.check_numerics or args.numerics_only else None
+    text = report(args, device, results, numerics)
+    print(text)
+    if not args.no_record:
+        record(text, args.results)
+        print(f"appended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
