@@ -182,9 +182,7 @@ class Trainer:
             cfg=cfg.method,
             num_classes=cfg.model.num_classes,
             generator=self.generator,
-            # Not moved to the device: kornia then samples its parameters on the host and copies them over.
-            # Moved, its ColorJitter tests the device-side factors in Python (`.any()`), a host sync per call.
-            augment=StrongAugment(cfg.method.augment, crop_h, crop_w),
+            augment=StrongAugment(cfg.method.augment, crop_h, crop_w).to(self.device),
             total_iterations=cfg.train.iterations,
             prior=prior,
             relations=relations_for(cfg.method.relations),
