@@ -59,6 +59,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
+    pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
     runs: dict[str, str] = field(default_factory=dict)  # run name -> config file
     tables: tuple[StudyTable, ...] = ()
     per_class: tuple[str, ...] = ()  # rows of the per-class IoU table and of the curves figure
@@ -71,7 +72,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         study = from_dict(StudyConfig, tree, "study")
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
-    known = set(study.runs)
+    known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
         if missing:
@@ -84,17 +85,28 @@ def run_dir(study: StudyConfig, name: str, seed: int) -> Path:
     return Path(study.out_dir) / f"{name}_seed{seed}"
 
 
+PRETRAIN = "pretrain"
+
+
+def config_file(study: StudyConfig, name: str) -> str:
+    """The config file of run ``name`` (``pretrain`` is the study's initialisation)."""
+    if name == PRETRAIN and study.pretrain is not None:
+        return study.pretrain
+    return study.runs[name]
+
+
 def run_config(study: StudyConfig, name: str, seed: int) -> Config:
     """The resolved config of one run of the study."""
-    base = load_config(study.runs[name], [*study.overrides, f"seed={seed}"])
-    roots = []
+    file = config_file(study, name)
+    base = load_config(file, [*study.overrides, f"seed={seed}"])
+    extra = []
+    if name != PRETRAIN and study.pretrain is not None and base.model.pretrained is not None:
+        extra.append(f"model.pretrained={run_dir(study, PRETRAIN, seed) / 'checkpoints' / 'last.pt'}")
     for key in ("source", "target", "val"):
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
-            roots.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
-    return load_config(
-        study.runs[name], [*study.overrides, f"seed={seed}", *roots, f"out_dir={run_dir(study, name, seed)}"]
-    )
+            extra.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
+    return load_config(file, [*study.overrides, f"seed={seed}", *extra, f"out_dir={run_dir(study, name, seed)}"])
 
 
 def is_finished(cfg: Config) -> bool:
@@ -106,8 +118,12 @@ def is_finished(cfg: Config) -> bool:
 
 
 def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
-    """Every (name, seed, config) of the study, seed-major so that partial studies cover every method."""
-    return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in study.runs]
+    """Every (name, seed, config) of the study, seed-major so that partial studies cover every method.
+
+    For each seed the initialisation (``pretrain``) comes first: the other runs of that seed start from it.
+    """
+    names = ([PRETRAIN] if study.pretrain is not None else []) + list(study.runs)
+    return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
 def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
@@ -151,13 +167,14 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
 
 
 def _groups(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> dict[str, Any]:
-    from camix.report import group_runs, load_run
+    from camix.report import GROUP_IGNORE, group_runs, load_run
 
     by_name: dict[str, list[Any]] = {}
     for name, _, cfg in jobs:
         if (Path(cfg.out_dir) / "metrics.jsonl").is_file():
             by_name.setdefault(name, []).append(load_run(cfg.out_dir, label=name))
-    return {name: group_runs(runs)[0] for name, runs in by_name.items()}
+    ignore = (*GROUP_IGNORE, "model.pretrained")  # each seed starts from its own pretrained model
+    return {name: group_runs(runs, ignore=ignore)[0] for name, runs in by_name.items()}
 
 
 def run_seconds(cfg: Config) -> float:
@@ -214,12 +231,22 @@ Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}
 {spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}` from
 scratch; {cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
-last checkpoint on the target val split, mean ± sample std over seeds."""
+last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
+
+
+def _pretrain_note(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
+    cfgs = [cfg for name, _, cfg in jobs if name == PRETRAIN]
+    if not cfgs:
+        return ""
+    return (
+        f" Every run of a seed starts from that seed's `{PRETRAIN}` run ({study.pretrain}: source-only from "
+        f"scratch, {cfgs[0].train.iterations} iterations), the SynthCity stand-in for ImageNet/COCO weights."
+    )
 
 
 def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
     lines = ["## Cost per run", "", "| run | s / iteration (mean over seeds) | iterations |", "|---|---|---|"]
-    for name in study.runs:
+    for name in dict.fromkeys(n for n, _, _ in jobs):
         cfgs = [cfg for n, _, cfg in jobs if n == name]
         seconds = [run_seconds(c) for c in cfgs]
         lines.append(f"| {name} | {sum(seconds) / len(seconds):.3f} | {cfgs[0].train.iterations} |")

@@ -320,6 +320,13 @@ class Trainer:
             save_debug_panel(self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png", source, target, out.extras)
         losses = {name: value.detach().float() for name, value in out.losses.items()}
         losses["total"] = total.detach().float()
+        for key, name in (
+            ("mask", "stat/target_area"),
+            ("significance", "stat/significant"),
+            ("weight", "stat/weight"),
+        ):
+            if key in out.extras:  # what the masks did: share of target pixels, of pixels kept by U_M, mean weight
+                losses[name] = out.extras[key].detach().float().mean()
         self._lr = lr
         return losses
 
@@ -353,7 +360,7 @@ class Trainer:
                 f"last good checkpoint in {self.run_dir / 'checkpoints'} (try a lower optim.lr or train.amp=none)"
             )
         record = {"iteration": self.iteration, "lr": self._lr, "sec_per_iter": seconds}
-        record.update({f"loss/{name}": value for name, value in values.items()})
+        record.update({(name if "/" in name else f"loss/{name}"): value for name, value in values.items()})
         self.log.write(record)
         bar.set_postfix(loss=f"{values['total']:.3f}", s_it=f"{seconds:.2f}")
 

@@ -31,6 +31,7 @@ def tiny_overrides(root: Path, out_dir: Path) -> list[str]:
     """Overrides that point a SynthCity config at the tiny data and make it train in seconds."""
     return [
         f"out_dir={out_dir}",
+        "model.pretrained=null",
         f"data.source.root={root / 'gta'}",
         f"data.target.root={root / 'cityscapes'}",
         f"data.val.root={root / 'cityscapes'}",

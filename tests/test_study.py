@@ -22,6 +22,7 @@ synthcity: {{dir: {root}, seed: 0, size: [{TINY_SIZE[0]}, {TINY_SIZE[1]}], num_s
             num_target_val: 4}}
 overrides: [data.crop=48x48, data.workers=0, train.iterations=2, train.eval_every=1, train.log_every=1,
             method.noise_passes=2]
+pretrain: configs/synthcity/pretrain.yaml
 runs:
   source_only: configs/synthcity/source_only.yaml
   oracle: configs/synthcity/oracle.yaml
@@ -41,14 +42,17 @@ def test_study_trains_skips_and_reports(
     study_file = write_study(tmp_path, synthcity_root)
     study = load_study(study_file)
     jobs = plan(study)
-    assert [(name, seed) for name, seed, _ in jobs][:3] == [("source_only", 0), ("oracle", 0), ("camix", 0)]
-    oracle = jobs[1][2]
+    names = [(name, seed) for name, seed, _ in jobs]
+    assert names[:5] == [("pretrain", 0), ("source_only", 0), ("oracle", 0), ("camix", 0), ("pretrain", 1)]
+    oracle = jobs[2][2]
     assert oracle.data.source.root == str(synthcity_root / "cityscapes")  # the data prefix is rewritten
     assert oracle.out_dir == str(tmp_path / "runs" / "oracle_seed0")
+    assert oracle.model.pretrained == str(tmp_path / "runs" / "pretrain_seed0" / "checkpoints" / "last.pt")
+    assert jobs[0][2].model.pretrained is None
 
     assert main(["study", str(study_file), "--no-progress"]) == 0
     first = capsys.readouterr().out
-    assert len(re.findall(r"\[\d/6\] \w+ seed \d: mIoU19", first)) == 6
+    assert len(re.findall(r"\[\d/8\] \w+ seed \d: mIoU19", first)) == 8
     results = (tmp_path / "results" / "RESULTS.md").read_text()
     for needle in ("## Main", "| source_only", "| camix", "| oracle", "Per-class IoU", "curves.png", "Cost per run"):
         assert needle in results, needle
@@ -56,7 +60,7 @@ def test_study_trains_skips_and_reports(
     assert len((tmp_path / "results" / "curves.csv").read_text().splitlines()) == 1 + 3 * 2  # 3 rows x 2 evals
 
     assert main(["study", str(study_file), "--no-progress"]) == 0  # everything is finished: nothing retrains
-    assert capsys.readouterr().out.count("done before") == 6
+    assert capsys.readouterr().out.count("done before") == 8
 
 
 def test_study_rejects_unknown_rows(tmp_path: Path) -> None:
