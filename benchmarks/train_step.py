@@ -30,6 +30,8 @@ import shlex
 import statistics
 import sys
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +198,11 @@ def generator_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "meta" else device
 
 
+def augment_on(augment: StrongAugment, device: torch.device) -> StrongAugment:
+    """Moved to the device as ``Trainer`` does (kornia then samples there); ``meta`` keeps host-side sampling."""
+    return augment if device.type == "meta" else augment.to(device)
+
+
 def build_fast(
     method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
 ) -> FastSetup:
@@ -221,7 +228,7 @@ def build_fast(
         cfg=cfg.method,
         num_classes=cfg.model.num_classes,
         generator=torch.Generator(device=generator_device(device)).manual_seed(cfg.seed),
-        augment=StrongAugment(cfg.method.augment, crop_h, crop_w),  # host-side parameter sampling, as Trainer
+        augment=augment_on(StrongAugment(cfg.method.augment, crop_h, crop_w), device),
         total_iterations=cfg.train.iterations,
         prior=pool.prior if cfg.method.mix == "camix" and cfg.method.spatial_prior else None,
         relations=relations_for(cfg.method.relations),
@@ -274,6 +281,7 @@ class Timing:
     path: str
     times: list[float]
     peak_gib: float | None
+    sync_sites: Counter[str] | None = None  # CUDA: where one more iteration synchronised with the host
 
     @property
     def median(self) -> float:
@@ -302,7 +310,27 @@ def time_iterations(
         sync(device)
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return Timing(label[0], label[1], times, peak)
+    return Timing(label[0], label[1], times, peak, cuda_sync_sites(run, device, warmup + iters))
+
+
+def cuda_sync_sites(run: Callable[[int], Any], device: torch.device, i: int) -> Counter[str] | None:
+    """Where iteration ``i`` synchronises with the host (``torch.cuda.set_sync_debug_mode``); None off CUDA.
+
+    Counts what PyTorch flags: reads of device values (``.item()``, ``bool(t)``, ``nonzero``...) and blocking
+    copies between host and device.
+    """
+    if device.type != "cuda":
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run(i)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    return Counter(sites)
 
 
 def release(device: torch.device) -> None:
@@ -463,13 +491,22 @@ def environment(device: torch.device) -> str:
 def timing_table(results: list[Timing]) -> list[str]:
     """Markdown rows with the baseline/fast ratio on each baseline row."""
     fast = {r.method: r.median for r in results if r.path == "fast"}
-    lines = ["| method | path | s/iter (median) | min | max | peak GiB | speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | path | s/iter (median) | min | max | peak GiB | host syncs/iter | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         peak = f"{r.peak_gib:.2f}" if r.peak_gib is not None else "n/a"
+        syncs = str(sum(r.sync_sites.values())) if r.sync_sites is not None else "n/a"
         ratio = f"{r.median / fast[r.method]:.2f}x" if r.path == "baseline" and r.method in fast else ""
-        lines.append(
-            f"| {r.method} | {r.path} | {r.median:.4f} | {min(r.times):.4f} | {max(r.times):.4f} | {peak} | {ratio} |"
-        )
+        times = f"{r.median:.4f} | {min(r.times):.4f} | {max(r.times):.4f}"
+        lines.append(f"| {r.method} | {r.path} | {times} | {peak} | {syncs} | {ratio} |")
+    sites = Counter[str]()
+    for r in results:
+        if r.path == "fast" and r.sync_sites:
+            sites.update(r.sync_sites)
+    if sites:
+        lines += ["", "Fast-path host syncs by call site: " + ", ".join(f"{k} x{v}" for k, v in sites.most_common(12))]
     return lines
 
 
