@@ -16,14 +16,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
         metavar="FILE",
         help="YAML config (configs/... resolves to the packaged configs too)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.iterations=1000 (repeatable)",
-    )
+    add_set_argument(parser, "override a config value, e.g. --set train.iterations=1000 (repeatable)")
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Repeatable ``--set KEY=VALUE`` collected into ``args.overrides``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from camix.commands.common import add_set_argument
 from camix.config import Config, load_config
 
 HELP = "the whole method in minutes on a CPU: SynthCity -> source pretraining -> CAMix -> evaluation -> report"
@@ -27,14 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/synthcity", metavar="DIR", help="SynthCity folder (made if missing)")
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="folder of the demo's runs and report")
     parser.add_argument("--config", default=DEMO_CONFIG, metavar="FILE", help="adaptation config (default: CAMix)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value of the adaptation config (repeatable)",
-    )
+    add_set_argument(parser, "override a value of the adaptation config (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from camix.commands.common import add_set_argument
+
 HELP = "run a study (e.g. the paper's Tables 2, 4, 5, 6 on SynthCity) and write its results file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``STUDY_FILE``, ``--set``, ``--report-only``, ``--dry-run``."""
     parser.add_argument("study", metavar="STUDY_FILE", help="e.g. configs/synthcity/study.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override applied to every run, e.g. --set train.iterations=300 (repeatable)",
-    )
+    add_set_argument(parser, "override applied to every run, e.g. --set train.iterations=300 (repeatable)")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the results of finished runs")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and one resolved config, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
