@@ -6,8 +6,11 @@ batches already on the device: 2 source + 2 target crops of random street-scene-
 sky, a skyline, a road with sidewalks and a handful of objects and poles, so ClassMix and the contextual mask
 see realistic class counts) and a spatial prior ``[19, H, W]`` at the target image size. The settings come
 from the packaged ``configs/gta2cs/{source_only,dacs,camix}.yaml`` (CAMix without its ClassMix warm-up, N = 8
-noisy teacher passes, SRC loss, spatial prior, default relations). Times are medians over ``--iters``
-iterations after ``--warmup``; on CUDA also the peak allocated memory over the timed iterations.
+noisy teacher passes, SRC loss, spatial prior, default relations). The fast path is bf16 autocast +
+channels_last (``--amp none``, ``--no-channels-last`` turn them off), eager unless ``--compile``, with
+cudnn.benchmark. Times are medians over ``--iters`` iterations after ``--warmup``; on CUDA also the peak
+allocated memory over the timed iterations and the host synchronisations of one more iteration
+(``torch.cuda.set_sync_debug_mode``), by call site. On a shared CPU, ``--threads 1`` gives steadier numbers.
 
 ``--baseline`` also times ``benchmarks/baseline_step.py`` (a re-creation of the released code's iteration) in
 the same process on the same data and prints baseline/fast ratios. ``--check-numerics`` runs 10 iterations
@@ -568,8 +571,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, help="images per domain")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--noise-passes", type=int, default=8)
-    p.add_argument("--amp", choices=["none", "bf16"], help="fast path autocast; default bf16 on cuda, none on cpu")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default on for cuda, off for cpu")
+    p.add_argument("--amp", choices=["none", "bf16"], default="bf16", help="fast path autocast (default bf16)")
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True, help="fast path (default on)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the student and teacher forwards")
     p.add_argument("--baseline", action="store_true", help="also time the released code's iteration")
     p.add_argument(
@@ -591,8 +596,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.model = args.model or ("deeplabv2_r101" if cuda else "deeplabv2_tiny")
     args.crop = args.crop or ((512, 512) if cuda else (128, 128))
     args.target_size = args.target_size or ((1024, 2048) if cuda else (2 * args.crop[0], 2 * args.crop[1]))
-    args.amp = args.amp or ("bf16" if cuda else "none")
-    args.channels_last = cuda if args.channels_last is None else args.channels_last
     return args
 
 
