@@ -147,12 +147,12 @@ def strong_transform(mask: Tensor, pair: Tensor, mean: Tensor) -> Tensor:
 
 def noisy_significance(state: ReleasedState, image: Tensor, iteration: int) -> Tensor:
     """N separate noisy teacher passes, their mean softmax, entropy and the dynamic threshold (Eqs. 5-7)."""
-    total: Tensor | float = 0.0
+    probs = []
     with torch.no_grad():
         for _ in range(state.noise_passes):
             noise = torch.clamp(torch.randn_like(image) * 0.1, 0.2, -0.2)  # the released bounds, swapped
-            total = total + torch.softmax(upsample(state.ema_model(image + noise), image.shape[-2:]), dim=1)
-    mean = total / state.noise_passes
+            probs.append(torch.softmax(upsample(state.ema_model(image + noise), image.shape[-2:]), dim=1))
+    mean = sum(probs[1:], probs[0]) / state.noise_passes
     entropy = -torch.sum(mean * torch.log(mean + 1e-10), dim=1)
     progress = min(iteration / state.threshold_ramp, 1.0)
     threshold = (0.75 + 0.25 * math.exp(-5.0 * (1.0 - progress) ** 2)) * math.log(state.num_classes)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import math
 import os
 import platform
@@ -348,12 +349,9 @@ def benchmark(args: argparse.Namespace, pool: Pool, device: torch.device) -> lis
     results = []
     for method in args.methods:
         setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes)
-        results.append(
-            time_iterations(
-                lambda i, s=setup: fast_iteration(s, pool, i), device, args.warmup, args.iters, (method, "fast")
-            )
-        )
-        del setup
+        fast_run = functools.partial(fast_iteration, setup, pool)
+        results.append(time_iterations(fast_run, device, args.warmup, args.iters, (method, "fast")))
+        del setup, fast_run
         release(device)
         if args.baseline and method in (args.baseline_methods or args.methods):
             run = baseline_runner(method, args, pool, device)

@@ -23,6 +23,7 @@ from benchmarks import baseline_step
 from benchmarks.train_step import (
     METHODS,
     PathOptions,
+    Pool,
     baseline_runner,
     build_fast,
     check_numerics,
@@ -79,17 +80,21 @@ def blocking_upload(func: Any, args: Any, kwargs: dict[str, Any], tensors: list[
     return False
 
 
+def weight(model: torch.nn.Module, name: str) -> torch.Tensor:
+    return dict(model.named_parameters())[name]
+
+
 META = torch.device("meta")
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def meta_pool():  # type: ignore[no-untyped-def]
+def meta_pool() -> Pool:
     return make_pool(2, (32, 32), (64, 64), META, count=1)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fast_iteration_has_no_host_sync(meta_pool, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_fast_iteration_has_no_host_sync(meta_pool: Pool, method: str) -> None:
     """Step function, masks, class selection, losses, backward, SGD and EMA never wait for the device.
 
     The strong augmentation is swapped for a sync-free stand-in: kornia's is not sync-free yet (see below).
@@ -130,7 +135,7 @@ def test_strong_augment_is_sync_free() -> None:
     assert not counter.sites, dict(counter.sites)
 
 
-def test_meta_stand_in_catches_a_host_sync(meta_pool) -> None:  # type: ignore[no-untyped-def]
+def test_meta_stand_in_catches_a_host_sync(meta_pool: Pool) -> None:
     """Negative control: crop boxes must stay host data; a box on the device would be read back with .tolist()."""
     with pytest.raises((RuntimeError, NotImplementedError)):
         crop_prior(meta_pool.prior, meta_pool.targets[0]["box"].to(META))
@@ -142,7 +147,7 @@ def test_meta_stand_in_catches_a_host_sync(meta_pool) -> None:  # type: ignore[n
         setup.step(setup.ctx, source, target)
 
 
-def test_released_code_recreation_synchronises(meta_pool) -> None:  # type: ignore[no-untyped-def]
+def test_released_code_recreation_synchronises(meta_pool: Pool) -> None:
     """The baseline really is the slow, syncing control flow (boolean indexing, .item(), numpy masks)."""
     args = parse_args(["--device", "cpu", "--noise-passes", "2"])
     run = baseline_runner("camix", args, meta_pool, META)
@@ -162,19 +167,20 @@ def test_teacher_runs_clean_and_noisy_passes_in_one_channels_last_forward() -> N
     )
     fast_iteration(setup, pool, 0)
     assert calls == [(2 * (1 + 3), True)]
-    assert setup.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert weight(setup.model, "conv1.weight").is_contiguous(memory_format=torch.channels_last)
 
 
 def test_optimisation_step_updates_the_teacher_by_ema() -> None:
     """At iteration 0 the EMA decay is 0: after one step the teacher equals the updated student."""
     pool = make_pool(2, (32, 32), (64, 64), CPU, count=1)
     setup = build_fast("dacs", PathOptions(), "deeplabv2_tiny", pool, CPU)
-    before = setup.model.layer5.conv2d_list[0].weight.detach().clone()
+    name = "layer5.conv2d_list.0.weight"
+    before = weight(setup.model, name).detach().clone()
     fast_iteration(setup, pool, 0)
     assert setup.teacher is not None
-    after = setup.model.layer5.conv2d_list[0].weight
+    after = weight(setup.model, name)
     assert not torch.equal(before, after)
-    assert torch.equal(setup.teacher.layer5.conv2d_list[0].weight, after)
+    assert torch.equal(weight(setup.teacher, name), after)
 
 
 def test_bf16_channels_last_losses_stay_within_2_percent_of_fp32() -> None:
