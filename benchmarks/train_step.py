@@ -202,11 +202,6 @@ def generator_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "meta" else device
 
 
-def augment_on(augment: StrongAugment, device: torch.device) -> StrongAugment:
-    """Moved to the device as ``Trainer`` does (kornia then samples there); ``meta`` keeps host-side sampling."""
-    return augment if device.type == "meta" else augment.to(device)
-
-
 def build_fast(
     method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
 ) -> FastSetup:
@@ -226,13 +221,14 @@ def build_fast(
         student_fwd = torch.compile(model)
         teacher_fwd = torch.compile(teacher) if teacher is not None else None
     crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
+    generator = torch.Generator(device=generator_device(device)).manual_seed(cfg.seed)
     ctx = StepContext(
         student=student_fwd,
         teacher=teacher_fwd,
         cfg=cfg.method,
         num_classes=cfg.model.num_classes,
-        generator=torch.Generator(device=generator_device(device)).manual_seed(cfg.seed),
-        augment=augment_on(StrongAugment(cfg.method.augment, crop_h, crop_w), device),
+        generator=generator,
+        augment=StrongAugment(cfg.method.augment, crop_h, crop_w, generator),
         total_iterations=cfg.train.iterations,
         prior=pool.prior if cfg.method.mix == "camix" and cfg.method.spatial_prior else None,
         relations=relations_for(cfg.method.relations),

@@ -1,13 +1,19 @@
-"""Strong photometric augmentation of the mixed image (DACS): colour jitter and Gaussian blur, with kornia.
+"""Strong photometric augmentation of the mixed image (DACS): colour jitter and Gaussian blur, per image.
 
-Images travel through camix as Caffe-normalised BGR (0-255 scale, mean subtracted); kornia works on RGB in
-[0, 1], so the augmentation converts there and back. Labels and masks are never touched here.
+Built from kornia's functional ops with every random factor drawn on the device from an explicit generator,
+and applied (or not, with probability p) through ``torch.where``: no host synchronisation, unlike kornia's
+augmentation modules, which inspect their sampled parameters on the host. Images travel through camix as
+Caffe-normalised BGR (0-255 scale, mean subtracted); the ops work on RGB in [0, 1], so the augmentation converts
+there and back. Labels and masks are never touched here.
 """
 
 from __future__ import annotations
 
-import kornia.augmentation as K
+import math
+
 import torch
+from kornia.enhance import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation
+from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from torch import nn
 
 from camix.config import AugmentConfig
@@ -32,21 +38,69 @@ def blur_kernel_size(side: int) -> int:
     return size if size % 2 else size + 1
 
 
-class StrongAugment(nn.Module):
-    """Colour jitter (p, strength) and Gaussian blur (p, sigma range) applied per image."""
+def _rand(count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """U(0, 1) numbers from ``generator``, on ``device`` (a no-op move when the generator lives there)."""
+    return torch.rand(count, generator=generator, device=generator.device).to(device, non_blocking=True)
 
-    def __init__(self, cfg: AugmentConfig, height: int, width: int) -> None:
+
+def _uniform(low: float, high: float, count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return low + (high - low) * _rand(count, generator, device)
+
+
+def _where(apply: torch.Tensor, changed: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    return torch.where(apply.view(-1, 1, 1, 1), changed, image)
+
+
+def color_jitter(image: torch.Tensor, strength: float, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Brightness (additive, +-s), contrast, saturation (x [1-s, 1+s]) and hue (+-s of a half turn), per image.
+
+    Args:
+        image: RGB in [0, 1], [B,3,H,W] (on the generator's device for a sync-free step).
+        strength: s, the jitter strength of each factor (DACS: 0.25).
+        p: the probability that an image is jittered at all.
+        generator: the source of every random number.
+    """
+    b, s, device = image.shape[0], strength, image.device
+    apply = _rand(b, generator, device) < p
+    out = adjust_brightness(image, _uniform(-s, s, b, generator, device))
+    out = adjust_contrast(out, _uniform(max(0.0, 1 - s), 1 + s, b, generator, device))
+    out = adjust_saturation(out, _uniform(max(0.0, 1 - s), 1 + s, b, generator, device))
+    out = adjust_hue(out, _uniform(-s, s, b, generator, device) * math.pi)
+    return _where(apply, out, image)
+
+
+def gaussian_blur(
+    image: torch.Tensor, kernel: tuple[int, int], sigma: tuple[float, float], p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Gaussian blur with sigma ~ U(sigma) per image (the same in both directions), applied with probability p."""
+    b, device = image.shape[0], image.device
+    apply = _rand(b, generator, device) < p
+    sigmas = _uniform(sigma[0], sigma[1], b, generator, device).view(b, 1)
+    # kornia's gaussian_blur2d checks sigma on the host; building the per-image kernels directly does not
+    kernel_y, kernel_x = (get_gaussian_kernel1d(size, sigmas) for size in kernel)
+    return _where(apply, filter2d_separable(image, kernel_x, kernel_y, "reflect"), image)
+
+
+class StrongAugment(nn.Module):
+    """Colour jitter (p, strength) and Gaussian blur (p, sigma range) applied per image, sync-free.
+
+    Args:
+        cfg: probabilities and strengths.
+        height, width: the crop size (the blur kernel is about a tenth of each side).
+        generator: the random source (on the images' device); its state lives in the training checkpoint.
+    """
+
+    def __init__(self, cfg: AugmentConfig, height: int, width: int, generator: torch.Generator) -> None:
         super().__init__()
-        s = cfg.jitter_strength
-        self.jitter = K.ColorJitter(s, s, s, s, p=cfg.jitter_p)
-        kernel = (blur_kernel_size(height), blur_kernel_size(width))
-        self.blur = K.RandomGaussianBlur(kernel, sigma=cfg.blur_sigma, p=cfg.blur_p)
-        self.active = cfg.jitter_p > 0 or cfg.blur_p > 0
+        self.cfg, self.generator = cfg, generator
+        self.kernel = (blur_kernel_size(height), blur_kernel_size(width))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Augment a batch of Caffe-normalised BGR images [B,3,H,W]."""
-        if not self.active:
+        cfg = self.cfg
+        if cfg.jitter_p <= 0 and cfg.blur_p <= 0:
             return image
-        dtype = image.dtype
         unit = to_unit_rgb(image.float())
-        return from_unit_rgb(self.blur(self.jitter(unit))).to(dtype)
+        unit = color_jitter(unit, cfg.jitter_strength, cfg.jitter_p, self.generator)
+        unit = gaussian_blur(unit, self.kernel, cfg.blur_sigma, cfg.blur_p, self.generator)
+        return from_unit_rgb(unit).to(image.dtype)

@@ -182,7 +182,7 @@ class Trainer:
             cfg=cfg.method,
             num_classes=cfg.model.num_classes,
             generator=self.generator,
-            augment=StrongAugment(cfg.method.augment, crop_h, crop_w).to(self.device),
+            augment=StrongAugment(cfg.method.augment, crop_h, crop_w, self.generator),
             total_iterations=cfg.train.iterations,
             prior=prior,
             relations=relations_for(cfg.method.relations),

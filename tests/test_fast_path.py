@@ -95,12 +95,8 @@ def meta_pool() -> Pool:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_fast_iteration_has_no_host_sync(meta_pool: Pool, method: str) -> None:
-    """Step function, masks, class selection, losses, backward, SGD and EMA never wait for the device.
-
-    The strong augmentation is swapped for a sync-free stand-in: kornia's is not sync-free yet (see below).
-    """
+    """Step function, masks, class selection, augmentation, losses, backward, SGD and EMA never wait for the device."""
     setup = build_fast(method, PathOptions(channels_last=True), "deeplabv2_tiny", meta_pool, META, noise_passes=2)
-    setup.ctx.augment = torch.clone
     fast_iteration(setup, meta_pool, 0)
     with SyncCounter() as counter:
         losses = fast_iteration(setup, meta_pool, 1)
@@ -123,13 +119,9 @@ def test_sync_counter_sees_reads_and_blocking_copies() -> None:
     assert kinds == ["blocking host-to-device copy", "device-to-host copy", "read", "read"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kornia's ColorJitter tests its factors with .any() (device-side sampling, Trainer's setting) or copies "
-    "host-sampled parameters with blocking .to(device) (7 per call with p=1): a sync-free StrongAugment is needed",
-)
 def test_strong_augment_is_sync_free() -> None:
-    augment = StrongAugment(AugmentConfig(jitter_p=1.0, blur_p=1.0), 32, 32)  # host-side sampling (meta has no RNG)
+    generator = torch.Generator().manual_seed(0)  # meta has no RNG: the CPU stands in for the GPU's generator
+    augment = StrongAugment(AugmentConfig(jitter_p=1.0, blur_p=1.0), 32, 32, generator)
     with SyncCounter() as counter:
         augment(torch.zeros(2, 3, 32, 32, device=META))
     assert not counter.sites, dict(counter.sites)
@@ -206,3 +198,31 @@ def test_baseline_helpers_pick_half_of_the_classes_with_relations() -> None:
     chosen = set(labels[0][masks[0][0] > 0].tolist())
     assert len(chosen) >= 4  # ceil(8 / 2) of the 8 labels (255 counts, as in the released code), then relations
     assert ({5, 6} <= chosen) or not ({5, 6} & chosen)
+
+
+def test_strong_augment_changes_images_reproducibly_and_only_with_its_probability() -> None:
+    images = torch.rand(4, 3, 24, 24) * 200 - 100
+    first = StrongAugment(AugmentConfig(), 24, 24, torch.Generator().manual_seed(3))(images)
+    again = StrongAugment(AugmentConfig(), 24, 24, torch.Generator().manual_seed(3))(images)
+    assert torch.equal(first, again)  # all randomness from the generator
+    assert not torch.allclose(first, images)
+    off = AugmentConfig(jitter_p=0.0, blur_p=0.0)
+    assert torch.equal(StrongAugment(off, 24, 24, torch.Generator())(images), images)
+    only_blur = StrongAugment(AugmentConfig(jitter_p=0.0, blur_p=1.0), 24, 24, torch.Generator().manual_seed(0))
+    blurred = only_blur(images)
+    assert blurred.var() < images.var()  # smoothing lowers the pixel variance
+    assert blurred.mean().item() == pytest.approx(images.mean().item(), abs=2.0)
+
+
+def test_sync_free_blur_equals_kornias_gaussian_blur() -> None:
+    from kornia.filters import gaussian_blur2d
+
+    from camix.augment import gaussian_blur
+
+    images = torch.rand(3, 3, 20, 30)
+    generator = torch.Generator().manual_seed(1)
+    ours = gaussian_blur(images, (5, 7), (0.15, 1.15), 1.0, generator)
+    generator.manual_seed(1)
+    torch.rand(3, generator=generator)  # the apply draws
+    sigmas = (0.15 + torch.rand(3, generator=generator)).view(3, 1).expand(3, 2)  # U(0.15, 1.15)
+    assert torch.allclose(ours, gaussian_blur2d(images, (5, 7), sigmas), atol=1e-5)
