@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from camix import functional as Fn
 from camix.config import MethodConfig
 from camix.data.labels import IGNORE_INDEX
+from camix.models.batchnorm import chunked_batch_stats
 
 TARGET_DIRECTION = {"none": True, "inverse_classmix": True, "camix": True}
 
@@ -106,7 +107,8 @@ def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> Teacher
             image, cfg.noise_passes, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
         )
         inputs = torch.cat([image, noisy.flatten(0, 1)])
-    with torch.no_grad(), ctx.autocast():
+    chunks = 1 + cfg.noise_passes if significance else 1  # each pass normalised with its own batch statistics
+    with torch.no_grad(), ctx.autocast(), chunked_batch_stats(ctx.teacher, chunks):
         logits = ctx.teacher(inputs).float()
     size = image.shape[-2:]
     prob = F.interpolate(logits[:batch], size=size, mode="bilinear", align_corners=True).softmax(1)

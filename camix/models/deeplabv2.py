@@ -26,13 +26,15 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from camix.models.batchnorm import ChunkedBatchNorm2d
+
 ASPP_DILATIONS: tuple[int, ...] = (6, 12, 18, 24)
 CLASSIFIER_PREFIX = "layer5."
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
-    """BatchNorm with the community defaults (eps 1e-5, momentum 0.1, affine)."""
-    return nn.BatchNorm2d(channels)
+    """BatchNorm with the community defaults (eps 1e-5, momentum 0.1, affine); per-chunk statistics on demand."""
+    return ChunkedBatchNorm2d(channels)
 
 
 class Bottleneck(nn.Module):
