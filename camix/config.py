@@ -97,6 +97,7 @@ class MethodConfig:
     threshold_gamma: float = -5.0
     threshold_ramp: int = 130000
     k_sup: float | None = None  # None: ln(num_classes)
+    threshold_form: Literal["code", "paper"] = "code"  # Eq. 7 as the released code computes it, or as printed
     official_src: bool = False  # reproduce the released code: scalar mean CE * U_M / sum(U_M)
     classmix_count_ignore: bool = False  # reproduce the released code: ClassMix counts the ignore label
     cowmix_sigma: float = 16.0

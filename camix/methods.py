@@ -121,7 +121,12 @@ def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> Teacher
         entropy = Fn.predictive_entropy(mean_prob.unsqueeze(0))
         k_sup = cfg.k_sup if cfg.k_sup is not None else float(torch.log(torch.tensor(float(ctx.num_classes))))
         threshold = Fn.dynamic_threshold(
-            ctx.iteration, cfg.threshold_ramp, beta=cfg.threshold_beta, gamma=cfg.threshold_gamma, k_sup=k_sup
+            ctx.iteration,
+            cfg.threshold_ramp,
+            beta=cfg.threshold_beta,
+            gamma=cfg.threshold_gamma,
+            k_sup=k_sup,
+            form=cfg.threshold_form,
         )
         sig = Fn.significance_mask(entropy, threshold)
     return TeacherView(prob, pseudo, weight, sig)

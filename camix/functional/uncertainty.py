@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -65,25 +66,39 @@ def predictive_entropy(probs: Tensor) -> Tensor:
     return -torch.special.xlogy(mean, mean).sum(dim=1)
 
 
-def dynamic_threshold(step: int, ramp_steps: int, *, beta: float = 0.75, gamma: float = -5.0, k_sup: float) -> float:
-    """Dynamic entropy threshold H(t) of Eq. 7, in the authors' code's form.
+def dynamic_threshold(
+    step: int,
+    ramp_steps: int,
+    *,
+    beta: float = 0.75,
+    gamma: float = -5.0,
+    k_sup: float,
+    form: Literal["code", "paper"] = "code",
+) -> float:
+    """Dynamic entropy threshold H(t) of Eq. 7, in the authors' code's form (default) or as printed.
 
-    ``H = (β + (1 − β)·exp(γ·(1 − min(t / T, 1))²))·K_sup``: it rises from ``(β + (1 − β)e^γ)·K_sup`` at
-    ``t = 0`` to ``K_sup`` at ``t = T`` and stays there. (The paper's typesetting of Eq. 7 is ambiguous about
-    the brackets; this is what the released code computes.)
+    ``form="code"``: ``H = (β + (1 − β)·exp(γ·(1 − min(t / T, 1))²))·K_sup``: it rises from
+    ``(β + (1 − β)e^γ)·K_sup`` at ``t = 0`` to ``K_sup`` at ``t = T`` and stays there. With ``K_sup = ln C`` this
+    is at least 0.75·ln C, above the entropy of almost every pixel of a trained model, so the mask keeps nearly
+    everything. ``form="paper"``: Eq. 7 as typeset, ``H = β + (1 − β)·exp(γ·(1 − min(t / T, 1))²)·K_sup``, which
+    rises from about β to ``β + (1 − β)·K_sup`` nats and does mask uncertain pixels.
 
     Args:
         step: current iteration ``t``.
-        ramp_steps: ramp length ``T`` (``<= 0``: no ramp, always ``K_sup``).
+        ramp_steps: ramp length ``T`` (``<= 0``: no ramp, the final value).
         beta: β.
         gamma: γ (negative).
         k_sup: ``K_sup``, the entropy's upper bound; ``ln C`` at the call sites.
+        form: which reading of Eq. 7.
 
     Returns:
         The threshold, a Python float.
     """
     progress = 1.0 if ramp_steps <= 0 else min(step / ramp_steps, 1.0)
-    return (beta + (1.0 - beta) * math.exp(gamma * (1.0 - progress) ** 2)) * k_sup
+    ramp = math.exp(gamma * (1.0 - progress) ** 2)
+    if form == "paper":
+        return beta + (1.0 - beta) * ramp * k_sup
+    return (beta + (1.0 - beta) * ramp) * k_sup
 
 
 def significance_mask(entropy: Tensor, threshold: float | Tensor) -> Tensor:

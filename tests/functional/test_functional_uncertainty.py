@@ -80,6 +80,15 @@ def test_dynamic_threshold_endpoints_and_midpoint() -> None:
     assert values == sorted(values) and values[0] == pytest.approx(0.5 + 0.5 * math.exp(-3.0))
 
 
+def test_dynamic_threshold_as_printed_in_the_paper() -> None:
+    k = math.log(19)  # 2.944
+    # Eq. 7 as typeset: H = β + (1 − β)·exp(γ(1 − t/T)²)·K_sup -> 0.75 + 0.25·e^−5·2.944 = 0.7550 at t = 0
+    assert F.dynamic_threshold(0, 100, k_sup=k, form="paper") == pytest.approx(0.75 + 0.25 * math.exp(-5.0) * k)
+    # and 0.75 + 0.25·2.944 = 1.486 nats at the end of the ramp (the code's form reaches 2.944)
+    assert F.dynamic_threshold(100, 100, k_sup=k, form="paper") == pytest.approx(1.4861, abs=1e-4)
+    assert F.dynamic_threshold(100, 100, k_sup=k, form="code") == pytest.approx(k)
+
+
 def test_significance_mask_golden() -> None:
     entropy = torch.tensor([[[0.1, 0.5, 0.7, 0.0]] * 4])
     mask = F.significance_mask(entropy, 0.5)  # strict: 0.5 < 0.5 is False
