@@ -27,7 +27,7 @@ from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
 from camix.config import Config, to_dict
-from camix.errors import CamixError, CheckpointError
+from camix.errors import CamixError, CheckpointError, ConfigError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
@@ -145,10 +145,15 @@ class Trainer:
         model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
         if cfg.model.pretrained:
             load_pretrained(model, cfg.model.pretrained)
-        if self.dist.enabled and cfg.train.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
+        model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
+        # the teacher: a copy made before any SyncBatchNorm conversion, so it keeps per-rank (chunked) BatchNorm
+        plain = copy.deepcopy(model) if cfg.method.name == "mean_teacher" else None
+        if self.dist.enabled and cfg.train.sync_bn:
+            if self.device.type != "cuda":
+                raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
         groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
         self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
@@ -157,9 +162,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.student = DistributedDataParallel(self.model, device_ids=ids)  # broadcasts rank 0's weights
         self.teacher: nn.Module | None = None
-        if cfg.method.name == "mean_teacher":  # after the broadcast: one teacher on every rank
-            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
-            self.teacher.train(cfg.method.teacher_train_mode)
+        if plain is not None:  # after the broadcast: one teacher on every rank
+            plain.load_state_dict(self.model.state_dict())
+            self.teacher = plain.requires_grad_(False).train(cfg.method.teacher_train_mode)
         self.teacher_forward = self.teacher
         if cfg.train.compile:  # compiled callables for the forward passes; the raw modules hold the state
             self.student = torch.compile(self.student)  # type: ignore[assignment]
