@@ -264,10 +264,10 @@ def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str
         seconds = _finite_mean([run_seconds(c) for c in cfgs])
         minutes = _finite_mean([run_wall_seconds(c) / 60 for c in cfgs])
         lines.append(f"| {name} | {cfgs[0].train.iterations} | {seconds:.3f} | {minutes:.1f} |")
-    total = sum(w for w in (run_wall_seconds(c) for _, _, c in jobs) if not math.isnan(w))
+    walls = [w for w in (run_wall_seconds(c) for _, _, c in jobs) if not math.isnan(w)]
     lines += [
         "",
-        f"Total wall time of the {len(jobs)} runs: {total / 3600:.2f} h (means over seeds above; the time "
+        f"Total wall time of the {len(walls)} finished runs: {sum(walls) / 3600:.2f} h (means over seeds above; the time "
         "of a run counts from its config.yaml to its summary.json, so it includes evaluations).",
     ]
     return "\n".join(lines)
