@@ -267,8 +267,8 @@ def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str
     walls = [w for w in (run_wall_seconds(c) for _, _, c in jobs) if not math.isnan(w)]
     lines += [
         "",
-        f"Total wall time of the {len(walls)} finished runs: {sum(walls) / 3600:.2f} h (means over seeds above; the time "
-        "of a run counts from its config.yaml to its summary.json, so it includes evaluations).",
+        f"Total wall time of the {len(walls)} finished runs: {sum(walls) / 3600:.2f} h (means over seeds above; "
+        "the time of a run counts from its config.yaml to its summary.json, so it includes evaluations).",
     ]
     return "\n".join(lines)
 
