@@ -201,8 +201,9 @@ def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -
     if main:
         sections.append("## Per-class IoU (%) of the main comparison\n\n" + per_class_table(main))
         figure = out.with_name("curves.png")
-        plot_curves(main, figure, title="SynthCity: mIoU19 on target val during training")
-        curves = [group_curve(g) for g in main]
+        adapted = [g for g in main if g.label != PRETRAIN]  # the curves share the adaptation's iteration axis
+        plot_curves(adapted, figure, title="SynthCity: mIoU19 on target val during training")
+        curves = [group_curve(g) for g in adapted]
         csv = ["method,iteration,mean,min,max"] + [
             f"{c.label},{x},{m:.3f},{lo:.3f},{hi:.3f}"
             for c in curves

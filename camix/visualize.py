@@ -113,7 +113,7 @@ def plot_curves_png(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(7.0, 4.2), dpi=150)
+    fig = Figure(figsize=(8.5, 4.2), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for curve in curves:
@@ -130,7 +130,8 @@ def plot_curves_png(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
         banded = any(curve.n > 1 for curve in curves)
-        ax.legend(fontsize="small", loc="best", title="mean; shaded: min-max over seeds" if banded else None)
+        legend_title = "mean; shaded:\nmin-max over seeds" if banded else None
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=legend_title, title_fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
