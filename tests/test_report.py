@@ -139,7 +139,7 @@ def test_report_on_trained_runs_writes_tables_and_figures(tiny_config, tmp_path:
     assert rows[0]["std"] == pytest.approx(statistics.stdev(finals[:2]))
     assert rows[1]["gain"] == pytest.approx(finals[2] - statistics.fmean(finals[:2]))
     with Image.open(out / "curves.png") as curves:
-        assert curves.size == (1050, 630)
+        assert curves.size == (1275, 630)
     grid = np.asarray(Image.open(out / "qualitative.png").convert("RGB"))
     tile_w, tile_h, pad, title_h = 384, 192, 4, 22  # val images are 96x48
     assert grid.shape[1] == 4 * (tile_w + pad) + pad and grid.shape[0] > title_h + 2 * (tile_h + pad)
