@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -215,8 +216,31 @@ def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -
             "Data: [curves.csv](curves.csv) (mean, min and max over seeds at each evaluation)."
         )
     sections.append(_timings(study, jobs))
-    atomic_write_text(out, "\n\n".join(sections) + "\n")
+    atomic_write_text(out, "\n\n".join(sections) + "\n" + kept_notes(out))
     return out
+
+
+NOTES_MARKER = "<!-- notes: everything below this line is kept when camix study rewrites this file -->"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing results file (from :data:`NOTES_MARKER` on), or ``""``."""
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    index = text.find(NOTES_MARKER)
+    return "" if index < 0 else "\n" + text[index:]
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
@@ -225,8 +249,8 @@ def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
 
-Command: `camix study configs/synthcity/study.yaml` ({when}, {platform.machine()} CPU,
-{torch.get_num_threads()} threads, torch {torch.__version__}; the training time is under "Cost per run").
+Command: `camix study configs/synthcity/study.yaml` ({when}, {cpu_name()}, {os.cpu_count()} cores,
+{torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is under "Cost per run").
 
 Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
 {spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;

@@ -31,3 +31,14 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 def test_atomic_torch_save_loads_back(tmp_path: Path) -> None:
     atomic_torch_save({"x": torch.arange(3)}, tmp_path / "a.pt")
     assert torch.equal(torch.load(tmp_path / "a.pt")["x"], torch.arange(3))
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -9,7 +9,7 @@ import pytest
 
 from camix.cli import main
 from camix.errors import ConfigError
-from camix.study import load_study, plan
+from camix.study import NOTES_MARKER, load_study, plan
 from tests.conftest import TINY_SIZE
 
 
@@ -59,8 +59,11 @@ def test_study_trains_skips_and_reports(
     assert (tmp_path / "results" / "curves.png").stat().st_size > 1000
     assert len((tmp_path / "results" / "curves.csv").read_text().splitlines()) == 1 + 3 * 2  # 3 rows x 2 evals
 
+    results_file = tmp_path / "results" / "RESULTS.md"
+    results_file.write_text(results_file.read_text() + "\n" + NOTES_MARKER + "\nMy reading of the tables.\n")
     assert main(["study", str(study_file), "--no-progress"]) == 0  # everything is finished: nothing retrains
     assert capsys.readouterr().out.count("done before") == 8
+    assert results_file.read_text().count("My reading of the tables.") == 1  # hand-written notes survive
 
 
 def test_study_rejects_unknown_rows(tmp_path: Path) -> None:
