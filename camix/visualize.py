@@ -131,7 +131,9 @@ def plot_curves_png(
     if curves:
         banded = any(curve.n > 1 for curve in curves)
         legend_title = "mean; shaded:\nmin-max over seeds" if banded else None
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=legend_title, title_fontsize="small")
+        ax.legend(
+            fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=legend_title, title_fontsize="small"
+        )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
