@@ -7,7 +7,15 @@ About two dozen of the real GTA5 images differ in size from their label map; tra
 from __future__ import annotations
 
 from camix.config import DatasetConfig
-from camix.data.transforms import LABEL_IDS, Sample, dataset_root, glob_images, require_dir, select_images
+from camix.data.transforms import (
+    LABEL_IDS,
+    Sample,
+    dataset_root,
+    glob_images,
+    pair_by_path,
+    require_dir,
+    select_images,
+)
 
 LAYOUT = "ROOT/images/00001.png + ROOT/labels/00001.png (8-bit Cityscapes labelIds)"
 
@@ -21,12 +29,4 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
     image_dir = require_dir(root / "images", LAYOUT)
     label_dir = require_dir(root / "labels", LAYOUT)
     images = select_images(glob_images(image_dir, "*.png", LAYOUT), image_dir, cfg.list_file, cfg.limit)
-    return [
-        Sample(
-            image=path,
-            label=label_dir / path.relative_to(image_dir),
-            name=str(path.relative_to(root)),
-            label_format=LABEL_IDS,
-        )
-        for path in images
-    ]
+    return pair_by_path(images, image_dir, label_dir, root, LABEL_IDS)

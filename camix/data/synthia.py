@@ -27,6 +27,7 @@ from camix.data.transforms import (
     dataset_root,
     glob_images,
     make_lut,
+    pair_by_path,
     require_dir,
     select_images,
 )
@@ -50,15 +51,7 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
         require_dir(root / LABEL_DIRS[0], LAYOUT)  # raises, naming what the root holds
         raise AssertionError  # pragma: no cover
     images = select_images(glob_images(image_dir, "*.png", LAYOUT), image_dir, cfg.list_file, cfg.limit)
-    return [
-        Sample(
-            image=path,
-            label=label_dir / path.relative_to(image_dir),
-            name=str(path.relative_to(root)),
-            label_format=SYNTHIA_IDS,
-        )
-        for path in images
-    ]
+    return pair_by_path(images, image_dir, label_dir, root, SYNTHIA_IDS)
 
 
 def read_synthia_label(path: Path) -> np.ndarray:

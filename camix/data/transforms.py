@@ -280,6 +280,21 @@ def _read_list(list_file: Path, image_dir: Path) -> list[Path]:
     return images
 
 
+def pair_by_path(
+    images: list[Path], image_dir: Path, label_dir: Path, root: Path, label_format: LabelFormat
+) -> list[Sample]:
+    """One :class:`Sample` per image, its label at the same relative path under ``label_dir`` (GTA5, SYNTHIA)."""
+    return [
+        Sample(
+            image=path,
+            label=label_dir / path.relative_to(image_dir),
+            name=str(path.relative_to(root)),
+            label_format=label_format,
+        )
+        for path in images
+    ]
+
+
 def glob_images(image_dir: Path, pattern: str, layout: str) -> list[Path]:
     """Sorted files matching ``pattern`` under ``image_dir``; DataError when there are none."""
     images = sorted(image_dir.glob(pattern))
