@@ -33,8 +33,6 @@ from camix.config import MethodConfig
 from camix.data.labels import IGNORE_INDEX
 from camix.models.batchnorm import chunked_batch_stats
 
-TARGET_DIRECTION = {"none": True, "inverse_classmix": True, "camix": True}
-
 
 @dataclass
 class StepContext:
@@ -174,11 +172,11 @@ def mean_teacher(ctx: StepContext, source: dict[str, Tensor], target: dict[str, 
     label = Fn.mix(mask, view.pseudo, source["label"])
     weight = Fn.mix(mask, view.weight, ones)
     sig = Fn.mix(mask, view.significance, ones) if view.significance is not None else ones
-    image, label, weight, sig = maybe_flip(ctx, image, label, weight, sig)
+    image, label, weight, sig, mask = maybe_flip(ctx, image, label, weight, sig, mask)
     image = ctx.augment(image)
     with ctx.autocast():
         logits = upsampled_logits(ctx.student, image)
-    kind = cfg.consistency if mix != "classmix" or cfg.mix == "classmix" else "ce"
+    kind = "ce" if mix != cfg.mix else cfg.consistency  # CAMix's ClassMix warm-up trains with DACS's loss
     con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
     out.losses["con"] = cfg.lambda_con * con
     out.extras = {
