@@ -21,6 +21,7 @@ import torch
 
 from camix.errors import CheckpointError
 from camix.io import atomic_torch_save
+from camix.models.weights import numpy_safe_globals
 
 FORMAT = "camix-checkpoint/1"
 LOG = logging.getLogger("camix.checkpoint")
@@ -61,8 +62,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
+    try:  # safe loading: tensors, plain containers and numpy arrays only (no code runs from the file)
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {file} is corrupt or not a torch file ({reason}); use another one") from None

@@ -119,7 +119,7 @@ def _read(path: Path, trusted: bool) -> Any:
         what = "is a directory" if path.is_dir() else "no such file"
         raise CheckpointError(f"{path}: {what}; model.pretrained must name a local .pth file (camix never downloads)")
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
+        with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if trusted:
@@ -134,7 +134,7 @@ def _read(path: Path, trusted: bool) -> Any:
         raise CheckpointError(_unreadable(path, exc)) from exc
 
 
-def _numpy_globals() -> list[Any]:
+def numpy_safe_globals() -> list[Any]:
     """Numpy array and dtype constructors, allowed in safe loading: camix checkpoints hold numpy RNG states."""
     reconstruct = np.zeros(1).__reduce__()[0]
     dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
