@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -20,7 +21,7 @@ from camix.config import Config, DatasetConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
 from camix.evaluate import EvalResult, evaluate
 from camix.io import atomic_write_text
-from camix.runtime import Dist, all_reduce_
+from camix.runtime import Dist, all_gather_objects, all_reduce_
 
 LOG = logging.getLogger("camix.train")
 
@@ -168,9 +169,8 @@ def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
     folder = Path(cfg.data.source.root) / ".camix_cache"
     try:
         folder.mkdir(exist_ok=True)
-        probe = folder / ".write_test"
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=folder):  # a probe of its own: other processes may probe too
+            pass
         return folder / name
     except OSError:
         return run_dir / name
@@ -183,7 +183,8 @@ def load_or_build_prior(cfg: Config, size: tuple[int, int], run_dir: Path, info:
     if cfg.data.prior:
         prior = load_prior(cfg.data.prior)
     else:
-        path = prior_cache_path(cfg, size, run_dir)
+        # rank 0 decides where the cache is, so that every rank reads the file it writes
+        path = all_gather_objects(prior_cache_path(cfg, size, run_dir) if info.is_main else None, info)[0]
         if info.is_main and not path.is_file():
             LOG.info("computing the spatial prior of %s at %dx%d -> %s", cfg.data.source.root, *size, path)
             prior, stats = compute_prior(cfg.data.source, size, progress=True)
