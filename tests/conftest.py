@@ -57,3 +57,21 @@ def tiny_config(synthcity_root: Path, tmp_path: Path):  # type: ignore[no-untype
         return load_config(f"configs/synthcity/{name}.yaml", [*overrides, *extra])
 
     return make
+
+
+def constant_checkpoint(path: Path, cfg: Config, class_id: int, iteration: int = 7) -> Path:
+    """A camix checkpoint of ``cfg``'s network that predicts ``class_id`` everywhere (zero classifier, one-hot bias)."""
+    from camix.checkpoint import FORMAT
+    from camix.config import to_dict
+    from camix.io import atomic_torch_save
+    from camix.models import build_model
+
+    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
+    with torch.no_grad():
+        for conv in model.layer5.conv2d_list:  # type: ignore[union-attr]
+            conv.weight.zero_()
+            conv.bias.zero_()
+        model.layer5.conv2d_list[0].bias[class_id] = 5.0  # type: ignore[index]
+    state = {"format": FORMAT, "iteration": iteration, "config": to_dict(cfg), "model": model.state_dict()}
+    atomic_torch_save({**state, "teacher": model.state_dict()}, path)
+    return path

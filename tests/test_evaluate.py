@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from camix.checkpoint import FORMAT
 from camix.cli import main
-from camix.config import Config, to_dict
+from camix.config import Config
 from camix.data.datasets import build_dataset
 from camix.data.labels import CLASS_NAMES
 from camix.evaluate import (
@@ -28,8 +27,8 @@ from camix.evaluate import (
     window_starts,
     window_stride,
 )
-from camix.io import atomic_torch_save
 from camix.models import build_model
+from tests.conftest import constant_checkpoint
 
 
 def known_confusion() -> torch.Tensor:
@@ -149,17 +148,6 @@ def test_flip_averages_probabilities() -> None:
 
 
 # ----- camix evaluate on a checkpoint whose prediction is known ------------------------------------------------------
-def constant_checkpoint(path: Path, cfg: Config, class_id: int, iteration: int = 7) -> Path:
-    """A checkpoint of ``cfg``'s network that predicts ``class_id`` everywhere (zero classifier, one-hot bias)."""
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-    with torch.no_grad():
-        for conv in model.layer5.conv2d_list:  # type: ignore[union-attr]
-            conv.weight.zero_()
-            conv.bias.zero_()
-        model.layer5.conv2d_list[0].bias[class_id] = 5.0  # type: ignore[index]
-    state = {"format": FORMAT, "iteration": iteration, "config": to_dict(cfg), "model": model.state_dict()}
-    atomic_torch_save({**state, "teacher": model.state_dict()}, path)
-    return path
 
 
 def expected_constant_ious(cfg: Config, class_id: int) -> list[float]:

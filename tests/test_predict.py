@@ -6,30 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from camix.checkpoint import FORMAT
 from camix.cli import main
-from camix.config import Config, load_config, to_dict
+from camix.config import load_config
 from camix.data.labels import LABEL_ID_TO_TRAIN_ID, PALETTE, PALETTE_LUT, TRAIN_ID_TO_LABEL_ID
-from camix.io import atomic_torch_save
-from camix.models import build_model
 from camix.predict import InputImage, PredictError, find_inputs, output_paths, parse_size
+from tests.conftest import constant_checkpoint
 
 CAR = 13
-
-
-def constant_checkpoint(path: Path, cfg: Config, class_id: int) -> Path:
-    """A checkpoint whose network predicts ``class_id`` everywhere (zero classifier weights, one-hot bias)."""
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-    with torch.no_grad():
-        for conv in model.layer5.conv2d_list:  # type: ignore[union-attr]
-            conv.weight.zero_()
-            conv.bias.zero_()
-        model.layer5.conv2d_list[0].bias[class_id] = 5.0  # type: ignore[index]
-    atomic_torch_save({"format": FORMAT, "iteration": 3, "config": to_dict(cfg), "model": model.state_dict()}, path)
-    return path
 
 
 @pytest.fixture

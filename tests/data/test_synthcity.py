@@ -206,6 +206,12 @@ def test_target_has_a_higher_horizon() -> None:
     assert abs(source - same) < 3 and source - shifted > 6, (source, same, shifted)
 
 
+def cli_argv(out: Path, source: int, train: int, val: int, *extra: str) -> list[str]:
+    """``camix data synthcity`` arguments for a 64x32 dataset of the given image counts."""
+    counts = ["--num-source", str(source), "--num-target-train", str(train), "--num-target-val", str(val)]
+    return ["data", "synthcity", "--out", str(out), "--size", "64x32", *counts, *extra]
+
+
 def test_interrupted_run_leaves_no_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "sc"
     generate(out, size=(64, 32), num_source=2, num_target_train=1, num_target_val=1, progress=False)
@@ -221,49 +227,13 @@ def test_interrupted_run_leaves_no_metadata(tmp_path: Path, monkeypatch: pytest.
         generate(out, size=(64, 32), num_source=2, num_target_train=1, num_target_val=1, progress=False)
     assert not (out / "synthcity.json").exists() and load_metadata(out) is None
     monkeypatch.undo()
-    assert (
-        main(
-            [
-                "data",
-                "synthcity",
-                "--out",
-                str(out),
-                "--size",
-                "64x32",
-                "--num-source",
-                "1",
-                "--num-target-train",
-                "1",
-                "--num-target-val",
-                "1",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(cli_argv(out, 1, 1, 1, "--no-progress")) == 0
     assert len(list((out / "gta/images").iterdir())) == 1  # stale images of the earlier run are gone
 
 
 def test_cli_writes_the_datasets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "synthcity"
-    argv = [
-        "data",
-        "synthcity",
-        "--out",
-        str(out),
-        "--size",
-        "64x32",
-        "--num-source",
-        "2",
-        "--num-target-train",
-        "2",
-        "--num-target-val",
-        "1",
-        "--seed",
-        "7",
-        "--gap",
-        "0.5",
-    ]
+    argv = cli_argv(out, 2, 2, 1, "--seed", "7", "--gap", "0.5")
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out / "gta") in printed and str(out / "cityscapes") in printed and "name: gta5" in printed
@@ -282,21 +252,7 @@ def test_cli_rejects_bad_sizes(tmp_path: Path, size: str, capsys: pytest.Capture
 
 def test_cli_refuses_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    argv = [
-        "data",
-        "synthcity",
-        "--out",
-        str(tmp_path),
-        "--size",
-        "64x32",
-        "--num-source",
-        "1",
-        "--num-target-train",
-        "1",
-        "--num-target-val",
-        "0",
-        "--no-progress",
-    ]
+    argv = cli_argv(tmp_path, 1, 1, 0, "--no-progress")
     assert main(argv) == 2
     assert "--force" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
