@@ -8,20 +8,35 @@ the file. Sizes are always written ``[width, height]``, like ``1280x720``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from camix.errors import ConfigError
+from camix.validation import (
+    ClassIds,
+    ConfigKeyError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PositiveSize,
+    Probability,
+    Range,
+    describe_origins,
+    validate_config,
+)
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Size = tuple[int, int]
+SIZE_TEXT = re.compile(r"\s*-?\d+\s*[xX]\s*-?\d+\s*")  # "0x0", "1280x720": a size, not a YAML hex number
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,7 @@ class ModelConfig:
     """The segmentation network (see ``camix.models``)."""
 
     name: str = "deeplabv2_tiny"  # a name from camix.models.MODELS; deeplabv2_r101 for the paper
-    num_classes: int = 19
+    num_classes: Annotated[int, Range(19, 254)] = 19  # the datasets' 19 trainIds must fit; 255 is the ignore label
     aspp_branches: Literal[2, 4] = 2  # 2: the released code's sum of the dilation-6 and -12 branches
     pretrained: str | None = None  # local path to an MS-COCO/ImageNet init; never downloaded
 
@@ -41,11 +56,11 @@ class DatasetConfig:
     name: Literal["gta5", "synthia", "cityscapes"] = "gta5"
     root: str = ""  # the dataset folder, e.g. data/gta or data/cityscapes
     split: str = "train"  # cityscapes: train | val; ignored by gta5/synthia
-    size: Size | None = None  # [width, height] to resize to before cropping; None keeps the native size
-    scale: float = 1.0  # multiplies the native size when `size` is None (Cityscapes target_train_scale)
+    size: PositiveSize | None = None  # [width, height] to resize to before cropping; None keeps the native size
+    scale: PositiveFloat = 1.0  # multiplies the native size when `size` is None (Cityscapes target_train_scale)
     label_size: Literal["image", "native"] = "image"  # evaluation labels: resized with the image, or full res
     list_file: str | None = None  # optional text file of image names (relative to the image folder)
-    limit: int | None = None  # use only the first N images (quick runs)
+    limit: PositiveInt | None = None  # use only the first N images (quick runs)
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,9 @@ class DataConfig:
     source: DatasetConfig = field(default_factory=DatasetConfig)
     target: DatasetConfig | None = None  # unlabelled target train split; None for source-only and oracle
     val: DatasetConfig = field(default_factory=lambda: DatasetConfig(name="cityscapes", split="val"))
-    crop: Size = (512, 512)  # [width, height] of the random training crops (source and target)
-    batch_size: int = 2  # images per domain per iteration (per process under torchrun)
-    workers: int = 2  # DataLoader worker processes
+    crop: PositiveSize = (512, 512)  # [width, height] of the random training crops (source and target)
+    batch_size: PositiveInt = 2  # images per domain per iteration (per process under torchrun)
+    workers: NonNegativeInt = 2  # DataLoader worker processes
     prior: str | None = None  # spatial-prior file; None builds and caches it next to the run data
 
 
@@ -65,10 +80,10 @@ class DataConfig:
 class AugmentConfig:
     """Strong augmentation of the mixed image (DACS): labels and masks are never jittered."""
 
-    jitter_p: float = 0.8
-    jitter_strength: float = 0.25
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.15, 1.15)
+    jitter_p: Probability = 0.8
+    jitter_strength: Annotated[float, Range(0, 1)] = 0.25  # factors in [1 - s, 1 + s]
+    blur_p: Probability = 0.5
+    blur_sigma: tuple[PositiveFloat, PositiveFloat] = (0.15, 1.15)  # [low, high]
     flip: bool = False
 
 
@@ -79,29 +94,31 @@ class MethodConfig:
     name: Literal["source_only", "mean_teacher"] = "source_only"
     mix: Literal["none", "cutmix", "cowmix", "classmix", "inverse_classmix", "camix"] = "none"
     consistency: Literal["src", "ce", "mse"] = "ce"  # Table 5
-    lambda_con: float = 1.0
+    lambda_con: NonNegativeFloat = 1.0
     confidence_weight: Literal["uniform", "pixel", "none"] = "uniform"  # DACS's weight of pseudo-labels
-    pseudo_threshold: float = 0.968
-    ema_alpha: float = 0.99
+    pseudo_threshold: Probability = 0.968
+    ema_alpha: Probability = 0.99  # the EMA decay's ceiling
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
-    warmup_iterations: int = 0  # ClassMix (DACS) before CAMix: 110k for GTA5, 40k for SYNTHIA in the released code
+    warmup_iterations: NonNegativeInt = (
+        0  # ClassMix (DACS) before CAMix: 110k (GTA5), 40k (SYNTHIA) in the released code
+    )
     spatial_prior: bool = True  # Table 4 "SP"
     # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
-    relations: Literal["default", "none", "extended"] | dict[int, tuple[int, ...]] = "default"
+    relations: Literal["default", "none", "extended"] | Annotated[dict[int, tuple[int, ...]], ClassIds()] = "default"
     significance_mask: bool = True  # Table 6 "SigMask" level (used by the SRC loss; mix none = no In-Out levels)
-    noise_passes: int = 8  # N stochastic teacher passes
-    noise_std: float = 0.1  # Gaussian noise, in units of the [0, 1] intensity range
-    noise_clip: float = 0.2  # noise clipped to +-noise_clip of the intensity range
+    noise_passes: PositiveInt = 8  # N stochastic teacher passes
+    noise_std: NonNegativeFloat = 0.1  # Gaussian noise, in units of the [0, 1] intensity range
+    noise_clip: NonNegativeFloat = 0.2  # noise clipped to +-noise_clip of the intensity range
     official_noise: bool = False  # reproduce the released code: every pass adds the same -0.2
-    threshold_beta: float = 0.75
-    threshold_gamma: float = -5.0
-    threshold_ramp: int = 130000
-    k_sup: float | None = None  # None: ln(num_classes)
+    threshold_beta: Probability = 0.75
+    threshold_gamma: Annotated[float, Range(high=0)] = -5.0
+    threshold_ramp: NonNegativeInt = 130000  # 0: no ramp
+    k_sup: PositiveFloat | None = None  # None: ln(num_classes)
     threshold_form: Literal["code", "paper"] = "code"  # Eq. 7 as the released code computes it, or as printed
     official_src: bool = False  # reproduce the released code: scalar mean CE * U_M / sum(U_M)
     classmix_count_ignore: bool = False  # reproduce the released code: ClassMix counts the ignore label
-    cowmix_sigma: float = 16.0
-    cowmix_p: float = 0.5
+    cowmix_sigma: PositiveFloat = 16.0
+    cowmix_p: Probability = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -109,30 +126,31 @@ class MethodConfig:
 class OptimConfig:
     """SGD with poly decay; the classifier learns ``classifier_lr_mult`` times faster than the backbone."""
 
-    lr: float = 2.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9
-    classifier_lr_mult: float = 10.0
+    lr: PositiveFloat = 2.5e-4
+    momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    power: NonNegativeFloat = 0.9
+    classifier_lr_mult: PositiveFloat = 10.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The loop's schedule and engine settings."""
 
-    iterations: int = 250000
-    eval_every: int = 5000  # 0 disables periodic evaluation
-    checkpoint_every: int = 5000
-    log_every: int = 50
-    keep_checkpoints: int = 3  # numbered checkpoints kept besides last.pt and best.pt
-    debug_every: int = 0  # PNG debug panels every N iterations; 0 disables them
+    iterations: PositiveInt = 250000
+    eval_every: NonNegativeInt = 5000  # 0 disables periodic evaluation (the last iteration is always evaluated)
+    checkpoint_every: NonNegativeInt = 5000  # 0: checkpoints only at the end and when stopped
+    log_every: PositiveInt = 50
+    keep_checkpoints: NonNegativeInt = 3  # numbered checkpoints kept besides last.pt and best.pt
+    debug_every: NonNegativeInt = 0  # PNG debug panels every N iterations; 0 disables them
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = True
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    threads: PositiveInt | None = None  # torch CPU threads; None leaves torch's default
     sync_bn: bool = False  # SyncBatchNorm under torchrun
+    tensorboard: bool = False  # also write losses, evaluations and debug panels to <out_dir>/tensorboard (rank 0)
 
 
 @dataclass(frozen=True)
@@ -141,15 +159,15 @@ class EvalConfig:
 
     model: Literal["student", "teacher"] = "student"
     flip: bool = False
-    sliding_window: Size | None = None  # [width, height] window; None evaluates whole images
-    batch_size: int = 1
+    sliding_window: PositiveSize | None = None  # [width, height] window; None evaluates whole images
+    batch_size: PositiveInt = 1
 
 
 @dataclass(frozen=True)
 class Config:
     """A whole run."""
 
-    seed: int = 0
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 0
     out_dir: str = "runs/default"  # the run directory: config.yaml, metrics.jsonl, checkpoints/
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -171,11 +189,21 @@ def resolve_config_path(path: str | Path) -> Path:
     packaged = PACKAGED_CONFIGS.joinpath(*parts) if parts else PACKAGED_CONFIGS
     if not given.is_absolute() and packaged.is_file():
         return packaged
+    if given.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file such as {path}/config.yaml")
     raise ConfigError(f"config file {path} not found (packaged configs live in {PACKAGED_CONFIGS})")
 
 
-def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_yaml_tree(path: str | Path) -> dict[str, Any]:
     """Read a YAML config and its optional ``base:`` chain into one nested dict (later files win)."""
+    tree: dict[str, Any] = {}
+    for _, data in yaml_chain(path):
+        tree = merge_trees(tree, data)
+    return tree
+
+
+def yaml_chain(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The files of a ``base:`` chain and their keys (without ``base``), the farthest base first."""
     file = resolve_config_path(path).resolve()
     if file in _seen:
         raise ConfigError(f"{file}: circular 'base:' chain")
@@ -183,13 +211,16 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, 
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"config file {file} cannot be read ({reason}); check the path and its permissions") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is None:
-        return data
+        return [(file, data)]
     base_path = Path(base) if Path(base).is_absolute() else file.parent / base
-    return merge_trees(load_yaml_tree(base_path, (*_seen, file)), data)
+    return [*yaml_chain(base_path, (*_seen, file)), (file, data)]
 
 
 def merge_trees(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,7 +242,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.iterations=1000")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() and not SIZE_TEXT.fullmatch(raw) else raw or None
         except yaml.YAMLError:
             value = raw
         result = merge_trees(result, _nest(key.strip().split("."), value))
@@ -232,13 +263,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     """
     data = data or {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigKeyError(f"{where or 'config'}: expected a mapping, got {data!r}", where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
-        raise ConfigError(f"unknown config key '{key}' (valid keys here: {', '.join(sorted(names))})")
+        raise ConfigKeyError(f"unknown config key '{key}' (valid keys here: {', '.join(sorted(names))})", key)
     kwargs = {name: _convert(hints[name], data[name], f"{where}.{name}" if where else name) for name in data}
     return cls(**kwargs)
 
@@ -254,13 +285,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return from_dict(tp, value, key)  # type: ignore[arg-type]
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigKeyError(f"config key '{key}': {value!r} is not one of {', '.join(map(repr, args))}", key)
         return value
     if origin is tuple:
         return _convert_tuple(args, value, key)
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise ConfigKeyError(f"config key '{key}': expected a mapping, got {value!r}", key)
         return {_convert(args[0], k, key): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
     return _convert_scalar(tp, value, key)
 
@@ -271,18 +302,18 @@ def _first_that_fits(options: list[Any], value: Any, key: str) -> Any:
             return _convert(option, value, key)
         except ConfigError:
             continue
-    raise ConfigError(f"config key '{key}': {value!r} has the wrong type")
+    raise ConfigKeyError(f"config key '{key}': {value!r} has the wrong type", key)
 
 
 def _convert_tuple(args: tuple[Any, ...], value: Any, key: str) -> tuple[Any, ...]:
-    if isinstance(value, str) and "x" in value:  # "1280x720"
-        value = value.split("x")
+    if isinstance(value, str) and SIZE_TEXT.fullmatch(value):  # "1280x720"
+        value = re.split("[xX]", value.strip())
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        raise ConfigKeyError(f"config key '{key}': expected a list, got {value!r}", key)
     if len(args) == 2 and args[1] is Ellipsis:
         return tuple(_convert(args[0], v, key) for v in value)
     if len(value) != len(args):
-        raise ConfigError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+        raise ConfigKeyError(f"config key '{key}': expected {len(args)} values, got {len(value)}", key)
     return tuple(_convert(a, v, key) for a, v in zip(args, value, strict=True))
 
 
@@ -310,18 +341,63 @@ def _convert_scalar(tp: Any, value: Any, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(f"config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    raise ConfigKeyError(f"config key '{key}': expected {getattr(tp, '__name__', tp)}, got {value!r}", key)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a :class:`Config` from a YAML file (or the defaults) and ``--set`` overrides."""
-    tree = load_yaml_tree(path) if path is not None else {}
-    tree = apply_overrides(tree, overrides)
-    source = f" (in {path})" if path is not None else ""
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    checks: Sequence[Callable[[Config], None]] = (),
+) -> Config:
+    """Load a :class:`Config` from a YAML file (or the defaults) and ``--set`` overrides, and validate it.
+
+    Args:
+        path: the YAML file (its ``base:`` chain is followed); None: the defaults.
+        overrides: ``KEY=VALUE`` strings.
+        checks: more checks of the loaded config (e.g. files it names); their :class:`ConfigKeyError` s get the
+            same note of where each value came from.
+
+    Raises:
+        ConfigError: one line naming the key, the value, what is allowed and where the value came from.
+    """
+    chain = yaml_chain(path) if path is not None else []
+    sources = [(f"set in {file}", data) for file, data in chain]
+    return config_from_tree(merge_all([data for _, data in chain]), overrides, sources, checks)
+
+
+def merge_all(trees: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`merge_trees` of several trees, later ones winning."""
+    merged: dict[str, Any] = {}
+    for tree in trees:
+        merged = merge_trees(merged, tree)
+    return merged
+
+
+def config_from_tree(
+    tree: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    sources: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    checks: Sequence[Callable[[Config], None]] = (),
+) -> Config:
+    """Build, range-check and rule-check a :class:`Config` from a tree plus overrides.
+
+    Args:
+        tree: the nested keys (from YAML files or a checkpoint).
+        overrides: ``--set`` overrides applied on top.
+        sources: (label, keys) pairs saying where values came from (``set in FILE``), the later winning;
+            used in error messages only.
+        checks: further checks (see :func:`load_config`).
+    """
+    merged = apply_overrides(dict(tree), overrides)
     try:
-        return from_dict(Config, tree)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}{source}") from None
+        cfg = from_dict(Config, merged)
+        validate_config(cfg)
+        for check in checks:
+            check(cfg)
+    except ConfigKeyError as exc:
+        raise ConfigError(f"{exc} ({describe_origins(exc.keys, sources, overrides)})") from None
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from camix.checkpoint import check_compatible, load_checkpoint
-from camix.config import Config, apply_overrides, from_dict, load_config, replace, to_dict
+from camix.config import Config, config_from_tree, load_config, replace, to_dict
 from camix.data.labels import TRAIN_ID_TO_LABEL_ID_LUT
-from camix.errors import CamixError, CheckpointError, ConfigError
+from camix.errors import CamixError, CheckpointError
 from camix.evaluate import EvalResult, TableLayout, csv_lines, csv_text, evaluate, iou_table, json_safe, predict_logits
 from camix.io import atomic_write_bytes, atomic_write_text
 from camix.models import build_model
@@ -100,11 +100,9 @@ def describe(path: str | Path, state: dict[str, Any], teacher: bool) -> str:
 
 
 def checkpoint_config(path: str | Path, state: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
-    """The resolved config saved in a checkpoint, with ``--set`` overrides applied."""
-    try:
-        return from_dict(Config, apply_overrides(dict(state.get("config") or {}), overrides))
-    except ConfigError as exc:
-        raise CheckpointError(f"the config saved in {path} does not load ({exc}); pass -c CONFIG") from None
+    """The resolved config saved in a checkpoint, with ``--set`` overrides applied (and validated)."""
+    saved = dict(state.get("config") or {})
+    return config_from_tree(saved, overrides, [(f"saved in checkpoint {path}; pass -c CONFIG to use another", saved)])
 
 
 def load_for_inference(

@@ -117,7 +117,10 @@ def is_finished(cfg: Config) -> bool:
     folder = Path(cfg.out_dir)
     if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
         return False
-    return load_config(folder / "config.yaml") == cfg
+    try:
+        return load_config(folder / "config.yaml") == cfg
+    except ConfigError:  # saved by another version of camix: not the same run
+        return False
 
 
 def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:

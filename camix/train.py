@@ -31,6 +31,7 @@ from camix.errors import CamixError, CheckpointError, ConfigError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
+from camix.preflight import check_resume, preflight
 from camix.runtime import (
     Dist,
     all_gather_objects,
@@ -50,6 +51,7 @@ from camix.train_support import (
     prepare_run_dir,
     save_debug_panel,
 )
+from camix.validation import validate_config
 
 LOG = logging.getLogger("camix.train")
 
@@ -127,6 +129,9 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
         seed_everything(cfg.seed)  # the same initial weights on every rank
+        validate_config(cfg)  # bad values and missing files are refused before the run directory is touched
+        preflight(cfg)
+        check_resume(resume)
         self.run_dir = prepare_run_dir(cfg, self.dist)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
         self._build_models()

@@ -115,7 +115,7 @@ def test_checkpoint_of_another_model_or_class_count(tiny_config, capsys: pytest.
     cfg = tiny_config("source_only")
     Trainer(cfg, progress=False).fit()
     ckpt = str(Path(cfg.out_dir) / "checkpoints" / "last.pt")
-    for override, key in (("model.num_classes=16", "num_classes"), ("model.name=deeplabv2_small", "name")):
+    for override, key in (("model.num_classes=20", "num_classes"), ("model.name=deeplabv2_small", "name")):
         code = main(["evaluate", "-c", str(Path(cfg.out_dir) / "config.yaml"), "--ckpt", ckpt, "--set", override])
         err = capsys.readouterr().err
         assert code == 2 and f"model.{key}=" in err and err.count("\n") == 1, err

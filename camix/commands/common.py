@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 
 from camix.config import Config, load_config
 
@@ -24,6 +25,6 @@ def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The resolved config of ``-c`` and ``--set``."""
-    return load_config(args.config, args.overrides)
+def config_from_args(args: argparse.Namespace, checks: Sequence[Callable[[Config], None]] = ()) -> Config:
+    """The resolved and validated config of ``-c`` and ``--set`` (``checks``: more checks, see ``load_config``)."""
+    return load_config(args.config, args.overrides, checks=checks)

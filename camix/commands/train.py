@@ -23,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; exit 0 when finished, 130/143 when stopped by SIGINT/SIGTERM (after saving a checkpoint)."""
+    from camix.preflight import check_resume, preflight
     from camix.runtime import shutdown_distributed
     from camix.train import train
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, checks=[preflight])  # values, their relations and the files they name
+    check_resume(args.resume)
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     finally:
