@@ -23,7 +23,7 @@ from camix.errors import CamixError
 from camix.evaluate import METRICS
 
 Labeler = Callable[[Path, Mapping[str, Any]], str]
-GROUP_IGNORE: tuple[str, ...] = ("seed", "out_dir")
+GROUP_IGNORE: tuple[str, ...] = ("seed", "out_dir", "train.tensorboard")  # settings that do not change results
 SEED_SUFFIX = re.compile(r"[_-](seed|s)\d+$")
 MIX_LABELS: dict[str, str] = {
     "none": "Mean Teacher",

@@ -42,6 +42,7 @@ from camix.runtime import (
     select_device,
     set_rng_state,
 )
+from camix.tensorboard import TensorBoardLog
 from camix.train_support import (
     MetricsLog,
     StopSignal,
@@ -138,6 +139,8 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
         rng_states = self._resume(resume)
+        board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
+        self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start are this run's
         self._build_data()
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
         seed_everything(cfg.seed + self.dist.rank)
@@ -327,7 +330,9 @@ class Trainer:
             ema_alpha_max=cfg.method.ema_alpha,
         )
         if cfg.train.debug_every and self.dist.is_main and (self.iteration + 1) % cfg.train.debug_every == 0:
-            save_debug_panel(self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png", source, target, out.extras)
+            panel = self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png"
+            save_debug_panel(panel, source, target, out.extras)
+            self.board.image("debug/panel", panel, self.iteration + 1)
         losses = {name: value.detach().float() for name, value in out.losses.items()}
         losses["total"] = total.detach().float()
         for key, name in (
@@ -372,15 +377,16 @@ class Trainer:
         record = {"iteration": self.iteration, "lr": self._lr, "sec_per_iter": seconds}
         record.update({(name if "/" in name else f"loss/{name}"): value for name, value in values.items()})
         self.log.write(record)
+        self.board.scalars(record)
         bar.set_postfix(loss=f"{values['total']:.3f}", s_it=f"{seconds:.2f}")
 
     def _evaluate_and_log(self, bar: tqdm) -> EvalResult:
         result = evaluate_distributed(self.model, self.cfg, self.device, self.dist)
         scores = result.as_dict()
         self.last_scores = scores
-        self.log.write(
-            {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
-        )
+        record = {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
+        self.log.write(record)
+        self.board.scalars(record)
         if scores["miou19"] > self.best["miou19"]:
             self.best = {"miou19": scores["miou19"], "iteration": self.iteration}
             if self.dist.is_main:
@@ -408,6 +414,7 @@ class Trainer:
             "checkpoint": str(self.run_dir / "checkpoints" / "last.pt"),
         }
         self.log.write_summary(summary)
+        self.board.close()
         return summary
 
     def _interrupted(self, signal_name: str) -> dict[str, Any]:
@@ -416,6 +423,7 @@ class Trainer:
             f"camix train -c {self.run_dir / 'config.yaml'} --resume auto"
         )
         LOG.warning(message)
+        self.board.close()
         return {"run_dir": str(self.run_dir), "iteration": self.iteration, "interrupted": signal_name}
 
 
