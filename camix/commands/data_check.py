@@ -10,35 +10,58 @@ HELP = "check a GTA5/SYNTHIA/Cityscapes folder: labels present, files decode, si
 DATASETS = ("gta5", "synthia", "cityscapes")
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dataset``, ``--root``, ``--split``, ``--list-file`` and ``--limit`` (shared with ``camix data prior``)."""
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, split_help: str | None = None) -> None:
+    """``--dataset``, ``--root``, ``--split``, ``--list-file`` and ``--limit`` (shared with ``camix data prior``).
+
+    Args:
+        parser: the command's parser.
+        split_help: help of ``--split`` defaulting to ``train``; None: ``--split`` defaults to every split.
+    """
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="dataset layout (see docs/datasets.md)")
     parser.add_argument("--root", required=True, metavar="DIR", help="dataset folder, e.g. data/gta")
-    parser.add_argument("--split", default="train", help="Cityscapes split: train | val (default: train)")
+    if split_help is None:
+        parser.add_argument(
+            "--split", action="append", metavar="SPLIT", help="only this Cityscapes split (repeatable; default: all)"
+        )
+    else:
+        parser.add_argument("--split", default="train", help=split_help)
     parser.add_argument(
         "--list-file", metavar="FILE", help="only the image names listed (relative to the image folder)"
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
 
 
 def dataset_config(args: argparse.Namespace) -> DatasetConfig:
     """The DatasetConfig described by the shared arguments."""
-    return DatasetConfig(
-        name=args.dataset, root=args.root, split=args.split, list_file=args.list_file, limit=args.limit
-    )
+    split = args.split if isinstance(args.split, str) else "train"
+    return DatasetConfig(name=args.dataset, root=args.root, split=split, list_file=args.list_file, limit=args.limit)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``camix data check``."""
     add_dataset_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.epilog = "exit code 0: no problems; 1: problems found (all listed); 2: dataset folders missing or misnamed"
+    parser.epilog = (
+        "checks every split (cityscapes: train and val; gta5 and synthia have one). Exit code 0: no problems; "
+        "1: problems found (all listed, an empty or missing split included); 2: root missing, or no split found"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Walk the dataset, print the summary and every problem; 1 when there are problems."""
+    """Walk the dataset's splits, print the summary and every problem; 1 when there are problems."""
     from camix.data.check import check_dataset, format_report
 
-    report = check_dataset(dataset_config(args), progress=not args.no_progress)
+    report = check_dataset(dataset_config(args), splits=args.split, progress=not args.no_progress)
     print(format_report(report))
     return 1 if report.problems else 0

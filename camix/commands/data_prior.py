@@ -21,7 +21,7 @@ def parse_hw(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``camix data prior``."""
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, "Cityscapes split: train | val (default: train)")
     parser.add_argument(
         "--size",
         required=True,

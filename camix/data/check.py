@@ -1,61 +1,169 @@
 """``camix data check``: walk a dataset and report every problem instead of stopping at the first.
 
-Checks that every image has its label, both files decode completely, their sizes match and the label
-holds only ids its format defines; sums the pixels of every trainId over the (native-size) label maps.
+Checks every split the dataset has (Cityscapes train and val; GTA5 and SYNTHIA have one): that every image has
+its label and every label file its image, both files decode completely, their sizes match and the label holds
+only ids its format defines; an empty or missing split is a problem. Sums the pixels of every trainId over the
+(native-size) label maps. Each split's checks run in :func:`check_split`; per-file checks in :func:`check_sample`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from camix.config import DatasetConfig
+from camix.data import cityscapes, gta5, synthia
 from camix.data.datasets import find_samples
 from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from camix.data.transforms import UNKNOWN_ID, Sample, open_image
-from camix.errors import DataError
+from camix.data.transforms import UNKNOWN_ID, Sample, dataset_root, open_image
+from camix.errors import ConfigError, DataError
+
+SPLITS: dict[str, tuple[str, ...]] = {"cityscapes": ("train", "val"), "gta5": ("all",), "synthia": ("all",)}
+"""The splits ``camix data check`` knows per dataset; GTA5 and SYNTHIA have one (``all``)."""
+
+LABEL_FINDERS: dict[str, Callable[[DatasetConfig], dict[Path, Path]]] = {
+    "cityscapes": cityscapes.find_labels,
+    "gta5": gta5.find_labels,
+    "synthia": synthia.find_labels,
+}
+"""Dataset name -> every label file of a split mapped to the image it belongs to."""
+
+
+@dataclass
+class SplitReport:
+    """What :func:`check_split` found in one split.
+
+    Attributes:
+        split: the split name (``train``, ``val``; ``all`` for GTA5 and SYNTHIA).
+        num_images: images walked.
+        num_labels: images that have a label file, plus label files without an image.
+        problems: one message per problem, each naming its file.
+        class_pixels: int64[19] pixels of every trainId over the label maps that decoded.
+        ignored_pixels: pixels mapped to the ignore index 255 (void and unused classes).
+        notes: what was not checked, and why.
+    """
+
+    split: str
+    num_images: int = 0
+    num_labels: int = 0
+    problems: list[str] = field(default_factory=list)
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
+    ignored_pixels: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found.
-
-    Attributes:
-        dataset: the dataset name.
-        root: its root folder.
-        num_images: images walked.
-        problems: one message per problem, each naming its file.
-        class_pixels: int64[19] pixels of every trainId over the label maps that decoded.
-        ignored_pixels: pixels mapped to the ignore index 255 (void and unused classes).
-    """
+    """What :func:`check_dataset` found: one :class:`SplitReport` per split, and their totals."""
 
     dataset: str
     root: str
-    num_images: int = 0
-    problems: list[str] = field(default_factory=list)
-    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
-    ignored_pixels: int = 0
+    splits: list[SplitReport] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        """Images walked over all splits."""
+        return sum(s.num_images for s in self.splits)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem of every split, prefixed with the split when there are several."""
+        several = len(self.splits) > 1
+        return [f"[{s.split}] {p}" if several else p for s in self.splits for p in s.problems]
+
+    @property
+    def class_pixels(self) -> np.ndarray:
+        """int64[19] trainId pixel counts over all splits."""
+        return np.sum([s.class_pixels for s in self.splits], axis=0, dtype=np.int64).reshape(NUM_CLASSES)
+
+    @property
+    def ignored_pixels(self) -> int:
+        """Ignored pixels over all splits."""
+        return sum(s.ignored_pixels for s in self.splits)
 
 
-def check_dataset(cfg: DatasetConfig, *, progress: bool = True) -> CheckReport:
-    """Check every image/label pair of the dataset that ``cfg`` describes.
+def known_splits(name: str) -> tuple[str, ...]:
+    """The splits of dataset ``name`` (ConfigError for unknown names)."""
+    if name not in SPLITS:
+        raise ConfigError(f"unknown dataset '{name}' (valid names: {', '.join(SPLITS)})")
+    return SPLITS[name]
+
+
+def check_dataset(cfg: DatasetConfig, *, splits: Sequence[str] | None = None, progress: bool = True) -> CheckReport:
+    """Check every image/label pair, and every label file, of the splits of the dataset that ``cfg`` describes.
+
+    Args:
+        cfg: the dataset (``split`` is replaced by each checked split).
+        splits: the splits to check; None checks every split the dataset has (:data:`SPLITS`).
+        progress: show a progress bar.
 
     Raises:
-        DataError: the dataset folders themselves are missing, empty or misnamed (nothing to check).
-        ConfigError: unknown dataset name.
+        DataError: the root is missing, or no split could be listed at all (missing, empty or misnamed folders).
+        ConfigError: unknown dataset name or split.
     """
-    samples = find_samples(cfg)
+    names = tuple(splits) if splits else known_splits(cfg.name)
+    if cfg.name != "cityscapes" and names != ("all",):
+        raise ConfigError(f"{cfg.name} has a single split ('all'); --split applies to cityscapes (train, val)")
     report = CheckReport(dataset=cfg.name, root=cfg.root)
-    for sample in tqdm(samples, desc=f"checking {cfg.name}", unit="img", disable=not progress):
-        report.num_images += 1
-        report.problems.extend(check_sample(sample, report))
+    failures = []
+    for name in names:
+        split_cfg = dataclasses.replace(cfg, split=name) if cfg.name == "cityscapes" else cfg
+        try:
+            report.splits.append(check_split(split_cfg, name, progress=progress))
+        except _Unlisted as exc:
+            failures.append(exc.error)
+            report.splits.append(exc.report)
+    if len(failures) == len(names):
+        raise failures[0]  # nothing to check: a wrong root or layout
     return report
 
 
-def check_sample(sample: Sample, report: CheckReport) -> list[str]:
+class _Unlisted(Exception):
+    """A split whose images could not be listed (its report holds the problem)."""
+
+    def __init__(self, error: DataError, report: SplitReport) -> None:
+        super().__init__(str(error))
+        self.error, self.report = error, report
+
+
+def check_split(cfg: DatasetConfig, name: str, *, progress: bool = True) -> SplitReport:
+    """Check one split: every image has its label, every label its image, files decode, sizes and ids fit."""
+    report = SplitReport(split=name)
+    labels = _labels_on_disk(cfg)
+    try:
+        samples = find_samples(cfg)
+    except DataError as exc:
+        dataset_root(cfg.root, "see docs/datasets.md")  # a missing root stays a DataError of its own
+        unmatched = f" ({len(labels)} label files without images)" if labels else ""
+        report.problems.append(f"split {name} is empty or missing: {exc}{unmatched}")
+        report.num_labels = len(set(labels.values()))
+        raise _Unlisted(exc, report) from None
+    for sample in tqdm(samples, desc=f"checking {cfg.name} {name}", unit="img", disable=not progress):
+        report.num_images += 1
+        report.problems.extend(check_sample(sample, report))
+    if cfg.list_file is not None or cfg.limit is not None:
+        report.num_labels = sum(1 for s in samples if s.label.is_file())
+        report.notes.append("labels without images not looked for (list file or limit given)")
+        return report
+    orphans = sorted(label for label, image in labels.items() if not image.is_file())
+    report.problems.extend(f"{label}: label file without its image {labels[label]}" for label in orphans)
+    report.num_labels = len(set(labels.values()))
+    return report
+
+
+def _labels_on_disk(cfg: DatasetConfig) -> dict[Path, Path]:
+    try:
+        return LABEL_FINDERS[cfg.name](cfg)
+    except DataError:
+        return {}
+
+
+def check_sample(sample: Sample, report: SplitReport) -> list[str]:
     """The problems of one pair; adds its label histogram to ``report`` when the label decodes."""
     if not sample.label.is_file():
         return [f"{sample.label}: label file not found for {sample.image}"]
@@ -78,7 +186,7 @@ def check_sample(sample: Sample, report: CheckReport) -> list[str]:
     return problems
 
 
-def _count_labels(sample: Sample, raw: np.ndarray, report: CheckReport) -> list[str]:
+def _count_labels(sample: Sample, raw: np.ndarray, report: SplitReport) -> list[str]:
     """Add the trainId histogram of ``raw`` to ``report``; a problem message for ids the format does not define."""
     ids, counts = _histogram(raw)
     in_table = ids < 256
@@ -104,10 +212,10 @@ def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def format_report(report: CheckReport) -> str:
-    """A human-readable summary: counts, class pixel frequencies per trainId, then every problem."""
+    """A human-readable summary: what was checked per split, class pixel frequencies, then every problem."""
     labelled = int(report.class_pixels.sum())
     lines = [
-        f"{report.dataset} at {report.root}: {report.num_images} images, {len(report.problems)} problems",
+        f"{report.dataset} at {report.root}: checked " + "; ".join(_split_summary(s) for s in report.splits),
         f"class pixel frequencies over {labelled} labelled pixels ({report.ignored_pixels} ignored):",
     ]
     for train_id, (name, pixels) in enumerate(zip(CLASS_NAMES, report.class_pixels, strict=True)):
@@ -115,6 +223,13 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"  {train_id:2d} {name:<14s} {int(pixels):>14d}  {share:7.2%}")
     lines.extend(_problem_lines(report.problems))
     return "\n".join(lines)
+
+
+def _split_summary(split: SplitReport) -> str:
+    """``train: 2975 images, 2975 labels, 0 problems``."""
+    count = len(split.problems)
+    text = f"{split.split}: {split.num_images} images, {split.num_labels} labels, {count} problem{'s' * (count != 1)}"
+    return text + "".join(f" ({note})" for note in split.notes)
 
 
 def _problem_lines(problems: Iterable[str]) -> list[str]:

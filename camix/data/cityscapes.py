@@ -17,6 +17,7 @@ LAYOUT = (
     "(or NAME_gtFine_labelTrainIds.png)"
 )
 IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIXES = ("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")
 
 
 def find_samples(cfg: DatasetConfig) -> list[Sample]:
@@ -41,3 +42,16 @@ def _sample(path: Path, root: Path, image_dir: Path, label_dir: Path) -> Sample:
     if not label_ids.is_file() and train_ids.is_file():
         return Sample(image=path, label=train_ids, name=str(path.relative_to(root)), label_format=TRAIN_IDS)
     return Sample(image=path, label=label_ids, name=str(path.relative_to(root)), label_format=LABEL_IDS)
+
+
+def find_labels(cfg: DatasetConfig) -> dict[Path, Path]:
+    """Every label file of one split (labelIds and labelTrainIds) -> the image it belongs to, present or not."""
+    root = dataset_root(cfg.root, LAYOUT)
+    label_dir = require_dir(root / "gtFine" / cfg.split, LAYOUT)
+    image_dir = root / "leftImg8bit" / cfg.split
+    found = {}
+    for suffix in LABEL_SUFFIXES:
+        for label in sorted(label_dir.glob(f"*/*{suffix}")):
+            relative = label.relative_to(label_dir)
+            found[label] = image_dir / relative.parent / f"{relative.name.removesuffix(suffix)}{IMAGE_SUFFIX}"
+    return found

@@ -6,6 +6,8 @@ About two dozen of the real GTA5 images differ in size from their label map; tra
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from camix.config import DatasetConfig
 from camix.data.transforms import (
     LABEL_IDS,
@@ -30,3 +32,10 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
     label_dir = require_dir(root / "labels", LAYOUT)
     images = select_images(glob_images(image_dir, "*.png", LAYOUT), image_dir, cfg.list_file, cfg.limit)
     return pair_by_path(images, image_dir, label_dir, root, LABEL_IDS)
+
+
+def find_labels(cfg: DatasetConfig) -> dict[Path, Path]:
+    """Every label file -> the image it belongs to (same name under ``images/``), present or not."""
+    root = dataset_root(cfg.root, LAYOUT)
+    label_dir = require_dir(root / "labels", LAYOUT)
+    return {label: root / "images" / label.name for label in sorted(label_dir.glob("*.png"))}

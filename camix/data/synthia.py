@@ -54,6 +54,15 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
     return pair_by_path(images, image_dir, label_dir, root, SYNTHIA_IDS)
 
 
+def find_labels(cfg: DatasetConfig) -> dict[Path, Path]:
+    """Every label file -> the image it belongs to (same name under ``RGB/``), present or not."""
+    root = dataset_root(cfg.root, LAYOUT)
+    label_dir = next((root / d for d in LABEL_DIRS if (root / d).is_dir()), None)
+    if label_dir is None:
+        return {}
+    return {label: root / "RGB" / label.name for label in sorted(label_dir.glob("*.png"))}
+
+
 def read_synthia_label(path: Path) -> np.ndarray:
     """Decode a SYNTHIA label file into its class ids (first channel), uint16 or uint8 ``[H, W]``.
 

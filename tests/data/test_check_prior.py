@@ -94,7 +94,7 @@ def test_check_clean_dataset(tmp_path: Path) -> None:
     assert report.num_images == 2 and report.problems == []
     assert report.class_pixels[[0, 1, 13]].tolist() == [5, 4, 4] and report.ignored_pixels == 3
     text = format_report(report)
-    assert "2 images, 0 problems" in text and "no problems found" in text and "car" in text
+    assert "checked all: 2 images, 2 labels, 0 problems" in text and "no problems found" in text and "car" in text
 
 
 def test_check_reports_every_problem(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_check_synthia_and_cityscapes(tmp_path: Path) -> None:
     syn = check_dataset(DatasetConfig(name="synthia", root=str(make_synthia(tmp_path / "s", 2))), progress=False)
     assert syn.problems == [] and syn.class_pixels[[10, 2, 13, 0]].sum() > 0 and syn.class_pixels[9] == 0
     cs = make_cityscapes(tmp_path / "c", split="val", train_ids=True)
-    report = check_dataset(DatasetConfig(name="cityscapes", root=str(cs), split="val"), progress=False)
+    report = check_dataset(DatasetConfig(name="cityscapes", root=str(cs)), splits=["val"], progress=False)
     assert report.problems == [] and report.num_images == 2
 
 
@@ -137,7 +137,7 @@ def camix(argv: list[str]) -> int:
 def test_cli_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = two_label_gta(tmp_path / "gta")
     assert camix(["data", "check", "--dataset", "gta5", "--root", str(root), "--no-progress"]) == 0
-    assert "2 images, 0 problems" in capsys.readouterr().out
+    assert "all: 2 images, 2 labels, 0 problems" in capsys.readouterr().out
     (root / "labels" / "00002.png").unlink()
     assert camix(["data", "check", "--dataset", "gta5", "--root", str(root), "--no-progress"]) == 1
     assert "label file not found" in capsys.readouterr().out
