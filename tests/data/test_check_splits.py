@@ -1,4 +1,4 @@
-"""``camix data check`` over every split: images without labels, labels without images, empty splits, per-split lines."""
+"""``camix data check`` over every split: images without labels, labels without images, empty splits."""
 
 from __future__ import annotations
 
@@ -47,9 +47,8 @@ def test_every_split_lists_images_without_labels_and_labels_without_images(
     train, val = report.splits
     assert (train.split, train.num_images, train.num_labels) == ("train", 1, 2)
     assert (val.split, val.num_images, val.num_labels) == ("val", 2, 1)
-    assert train.problems == [
-        f"{root}/gtFine/train/bremen/bremen_000000_000001_gtFine_labelIds.png: label file without its image {orphan_image}"
-    ]
+    label = root / "gtFine" / "train" / "bremen" / "bremen_000000_000001_gtFine_labelIds.png"
+    assert train.problems == [f"{label}: label file without its image {orphan_image}"]
     image = root / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000000_leftImg8bit.png"
     assert val.problems == [f"{missing}: label file not found for {image}"]
     assert report.problems == [f"[train] {train.problems[0]}", f"[val] {val.problems[0]}"]
