@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             state = torch.load(file, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {file} is corrupt or not a torch file ({reason}); use another one") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

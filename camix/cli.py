@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from camix.errors import CamixError
 
@@ -32,9 +33,17 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name])
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) and exit with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``camix CMD: error: MESSAGE (see camix CMD --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all commands)."""
-    parser = argparse.ArgumentParser(prog="camix", description="Context-Aware Mixup for domain-adaptive segmentation.")
+    parser = OneLineParser(prog="camix", description="Context-Aware Mixup for domain-adaptive segmentation.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -60,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CamixError as exc:
         if args.debug:
             raise
-        print(f"camix {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(c for c in (args.command, getattr(args, "data_command", None)) if c)
+        print(f"camix {command}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"camix {args.command}: interrupted", file=sys.stderr)

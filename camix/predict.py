@@ -77,6 +77,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     given = Path(path)
     if given.is_dir():
         folder = given if given.name == "checkpoints" else given / "checkpoints"
+        if not (folder / "last.pt").is_file():
+            raise CheckpointError(f"{given} is a folder without {folder.name}/last.pt; give a checkpoint file or a run")
         return folder / "last.pt"
     return given
 

@@ -49,11 +49,17 @@ def check_datasets(cfg: Config) -> None:
     """The dataset folders exist with their layout and images; the labelled splits have every label file."""
     from camix.data.datasets import find_samples, require_labels
 
-    labelled = [cfg.data.source, cfg.data.val]
-    for dataset in labelled:
-        require_labels(find_samples(dataset))
-    if cfg.method.name == "mean_teacher" and cfg.data.target is not None:
-        find_samples(cfg.data.target)  # unlabelled: its labels are never read
+    for key in ("source", "val", "target"):
+        dataset = getattr(cfg.data, key)
+        if dataset is None or (key == "target" and cfg.method.name != "mean_teacher"):
+            continue
+        if not dataset.root.strip():
+            raise ConfigKeyError(
+                f"config key 'data.{key}.root' is empty; set it to the {dataset.name} folder", f"data.{key}.root"
+            )
+        samples = find_samples(dataset)
+        if key != "target":  # the target's labels are never read
+            require_labels(samples)
 
 
 def check_prior(cfg: Config) -> None:
@@ -97,8 +103,11 @@ def check_tensorboard(enabled: bool) -> None:
         )
 
 
-def check_resume(resume: str | None) -> None:
-    """``--resume`` is ``auto``, nothing, or an existing checkpoint file."""
+def check_resume(resume: str | None, cfg: Config) -> None:
+    """``--resume`` is ``auto``, nothing, or a loadable checkpoint of ``cfg``'s network (read once here)."""
+    from camix.checkpoint import check_compatible, load_checkpoint
+    from camix.config import to_dict
+
     if resume is None or resume == "auto":
         return
     path = Path(resume)
@@ -106,6 +115,7 @@ def check_resume(resume: str | None) -> None:
         raise CheckpointError(f"--resume {resume}: a folder; give a checkpoint file (e.g. {path}/last.pt) or 'auto'")
     if not path.is_file():
         raise CheckpointError(f"--resume {resume}: no such checkpoint file; give an existing .pt file or 'auto'")
+    check_compatible(load_checkpoint(path), to_dict(cfg.model), path)
 
 
 def _require_file(path: str, key: str, what: str) -> None:

@@ -111,12 +111,20 @@ def load_run(run_dir: str | Path, label: str | None = None, labeler: Labeler = d
         ReportError: no ``config.yaml``/``metrics.jsonl``, or no evaluation record yet.
     """
     path = Path(run_dir)
+    if not path.is_dir():
+        raise ReportError(f"{path}: {'a file' if path.exists() else 'no such folder'}; give a run directory")
     config_file, metrics_file = path / "config.yaml", path / "metrics.jsonl"
     for needed in (config_file, metrics_file):
         if not needed.is_file():
             raise ReportError(f"{path} is not a camix run directory: {needed.name} is missing")
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    evals = read_evals(metrics_file)
+    try:
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        evals = read_evals(metrics_file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReportError(f"{path}: cannot read its config.yaml or metrics.jsonl ({reason})") from None
+    if not isinstance(config, dict):
+        raise ReportError(f"{config_file}: not a camix config (expected a mapping of keys)")
     if not evals:
         raise ReportError(f"{metrics_file} has no evaluation yet; finish the run or set train.eval_every")
     return Run(path, config, evals, label if label is not None else labeler(path, config))

@@ -19,13 +19,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from camix.config import Config, from_dict, load_config, load_yaml_tree, to_dict
 from camix.errors import ConfigError
 from camix.io import atomic_write_text
+from camix.validation import NonNegativeFloat, NonNegativeInt, PositiveInt, Range, check_ranges
 
 DEFAULT_DATA_PREFIX = "data/synthcity"
 
@@ -35,12 +36,12 @@ class SynthCitySpec:
     """The SynthCity every run of the study trains on (generated when missing)."""
 
     dir: str = DEFAULT_DATA_PREFIX  # replaces the data/synthcity prefix of every data root of the run configs
-    seed: int = 0
-    size: tuple[int, int] = (256, 128)
-    num_source: int = 400
-    num_target_train: int = 400
-    num_target_val: int = 100
-    gap: float = 1.0
+    seed: NonNegativeInt = 0
+    size: tuple[Annotated[int, Range(32)], Annotated[int, Range(16)]] = (256, 128)  # [width, height]
+    num_source: PositiveInt = 400
+    num_target_train: PositiveInt = 400
+    num_target_val: PositiveInt = 100
+    gap: NonNegativeFloat = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class StudyConfig:
 
     out_dir: str = "runs/study"
     results: str = "benchmarks/synthcity/RESULTS.md"
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[Annotated[int, Range(0, 2**32 - 1)], ...] = (0, 1, 2)
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
     pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
@@ -73,8 +74,11 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     tree = load_yaml_tree(path)
     try:
         study = from_dict(StudyConfig, tree, "study")
+        check_ranges(study, "study.")
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
+    if not study.seeds or not study.runs:
+        raise ConfigError(f"study file {path} names no {'seeds' if not study.seeds else 'runs'}; add some")
     known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
@@ -129,7 +133,14 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
     For each seed the initialisation (``pretrain``) comes first: the other runs of that seed start from it.
     """
     names = ([PRETRAIN] if study.pretrain is not None else []) + list(study.runs)
-    return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
+    planned = []
+    for seed in study.seeds:
+        for name in names:
+            try:
+                planned.append((name, seed, run_config(study, name, seed)))
+            except ConfigError as exc:
+                raise ConfigError(f"study run '{name}' (seed {seed}): {exc}") from None
+    return planned
 
 
 def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:

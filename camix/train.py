@@ -132,7 +132,7 @@ class Trainer:
         seed_everything(cfg.seed)  # the same initial weights on every rank
         validate_config(cfg)  # bad values and missing files are refused before the run directory is touched
         preflight(cfg)
-        check_resume(resume)
+        check_resume(resume, cfg)
         self.run_dir = prepare_run_dir(cfg, self.dist)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
         self._build_models()

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from camix.commands.checks import positive_int
 from camix.config import DatasetConfig
 
 HELP = "check a GTA5/SYNTHIA/Cityscapes folder: labels present, files decode, sizes match, label ids known"
 DATASETS = ("gta5", "synthia", "cityscapes")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, split_help: str | None = None) -> None:

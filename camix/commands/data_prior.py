@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from camix.commands.checks import non_negative_float, non_negative_int, output_file
 from camix.commands.data_check import add_dataset_arguments, dataset_config
 from camix.errors import ConfigError
 
@@ -30,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.pt); statistics go to FILE.json")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="additive smoothing of the counts (default 0)")
-    parser.add_argument("--workers", type=int, default=0, help="label-decoding worker processes (default 0)")
+    parser.add_argument(
+        "--smoothing", type=non_negative_float, default=0.0, help="additive smoothing of the counts (default 0)"
+    )
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="label-decoding worker processes (default 0)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.data.prior import compute_prior, save_prior, stats_path
 
     height, width = parse_hw(args.size)
+    output_file(args.out, "--out")
     print(f"prior size: height {height}, width {width} (WxH {width}x{height})")
     cfg = dataset_config(args)
     prior, stats = compute_prior(

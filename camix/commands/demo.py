@@ -76,7 +76,11 @@ def train_stage(cfg: Config, title: str, progress: bool) -> dict[str, Any] | Non
 
 def run(args: argparse.Namespace) -> int:
     """Generate, pretrain, adapt, report."""
+    from camix.commands.checks import output_dir
+
     started = time.perf_counter()
+    output_dir(args.data, "--data")
+    output_dir(args.out, "--out")
     pretrain, adapt = demo_configs(args)
     ensure_synthcity(Path(args.data), not args.no_progress)
     timings = {"data": time.perf_counter() - started}

@@ -49,12 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table in the layout of the paper's Table 1 (Table 3 for SYNTHIA), save it."""
+    from camix.commands.checks import output_dir
     from camix.errors import ConfigError
     from camix.evaluate import layout_for
     from camix.predict import default_eval_dir, evaluate_model, load_for_inference, save_evaluation, with_protocol
 
     if not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap {args.overlap}: choose a fraction in [0, 1), e.g. 0.33")
+    if args.out:
+        output_dir(args.out, "--out")
     cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     cfg = with_protocol(
         cfg, teacher=info.network == "teacher", flip=args.flip, window=args.sliding, native_labels=args.native_labels

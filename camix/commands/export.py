@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from camix.commands.checks import int_at_least, non_negative_float, output_file
 from camix.commands.evaluate import size_argument
 
 HELP = "export a checkpoint's network to ONNX (dynamic image size) and check it against PyTorch in onnxruntime"
@@ -18,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
     parser.add_argument("--teacher", action="store_true", help="export the EMA teacher instead of the student")
-    parser.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset version (default 17)")
+    parser.add_argument(
+        "--opset", type=int_at_least(7, 20), default=17, metavar="N", help="ONNX opset version, 7-20 (default 17)"
+    )
     parser.add_argument(
         "--check-size",
         type=size_argument,
@@ -26,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="size of the random check image (default 160x96; differs from the tracing size on purpose)",
     )
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed |onnxruntime - PyTorch| (1e-4)")
+    parser.add_argument(
+        "--atol", type=non_negative_float, default=1e-4, help="largest allowed |onnxruntime - PyTorch| (1e-4)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.export import INSTALL_HINT, export_onnx, max_abs_difference, onnxruntime_available, random_image
     from camix.predict import load_for_inference
 
+    output_file(args.onnx, "--onnx")
     _, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     export_onnx(model, args.onnx, opset=args.opset)
     print(f"exported {info} to {args.onnx} (opset {args.opset}; inputs image[N,3,H,W] -> logits[N,C,H/8,W/8])")

@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Find the inputs, load the network, write three PNGs per image."""
+    from camix.commands.checks import output_dir
     from camix.predict import find_inputs, load_for_inference, predict_files
 
+    output_dir(args.out, "--out")
     inputs = find_inputs(args.inputs)
     cfg, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)
     print(f"checkpoint: {info}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from camix.commands.checks import output_dir, positive_int
+
 HELP = "compare training runs: tables (mean ± std over seeds), adaptation curves and a qualitative grid"
 
 
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", choices=("last", "best"), default="last", help="score each run's last or best-on-val checkpoint"
     )
-    parser.add_argument("--images", type=int, default=3, metavar="N", help="rows of the qualitative grid")
+    parser.add_argument("--images", type=positive_int, default=3, metavar="N", help="rows of the qualitative grid")
     parser.add_argument("--no-figures", action="store_true", help="tables only (no curves, no qualitative grid)")
 
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    output_dir(args.out, "--out")
     groups = group_runs([load_run(path, labeler=LABELERS[args.label_by]) for path in args.runs])
     if args.labels:
         if len(args.labels) != len(groups):

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.train import train
 
     cfg = config_from_args(args, checks=[preflight])  # values, their relations and the files they name
-    check_resume(args.resume)
+    check_resume(args.resume, cfg)
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     finally:

@@ -20,7 +20,7 @@ from camix.config import DatasetConfig
 from camix.data import cityscapes, gta5, synthia
 from camix.data.datasets import find_samples
 from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from camix.data.transforms import UNKNOWN_ID, Sample, dataset_root, open_image
+from camix.data.transforms import UNKNOWN_ID, Sample, open_image
 from camix.errors import ConfigError, DataError
 
 SPLITS: dict[str, tuple[str, ...]] = {"cityscapes": ("train", "val"), "gta5": ("all",), "synthia": ("all",)}
@@ -138,7 +138,8 @@ def check_split(cfg: DatasetConfig, name: str, *, progress: bool = True) -> Spli
     try:
         samples = find_samples(cfg)
     except DataError as exc:
-        dataset_root(cfg.root, "see docs/datasets.md")  # a missing root stays a DataError of its own
+        if not Path(cfg.root).expanduser().is_dir():
+            raise  # a missing root is not a split's problem
         unmatched = f" ({len(labels)} label files without images)" if labels else ""
         report.problems.append(f"split {name} is empty or missing: {exc}{unmatched}")
         report.num_labels = len(set(labels.values()))

@@ -155,7 +155,8 @@ def load_prior_record(path: str | Path) -> dict[str, Any]:
     try:
         record = torch.load(file, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{file}: cannot read spatial prior ({exc}); delete it and run `camix data prior`") from None
+        reason = str(exc).splitlines()[0].split(". ")[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{file}: cannot read spatial prior ({reason}); delete it and run `camix data prior`") from None
     prior = record.get("prior") if isinstance(record, dict) else None
     if not isinstance(prior, torch.Tensor) or prior.dim() != 3 or not torch.isfinite(prior).all():
         raise DataError(f"{file}: not a spatial prior file (expected a dict with 'prior': Tensor[C, H, W])")

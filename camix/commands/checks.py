@@ -1,0 +1,90 @@
+"""Argument checks shared by the commands: number types for argparse, and output paths checked before any work.
+
+A wrong argument is one line naming the option and the value (exit code 2), before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from camix.errors import CamixError
+
+
+class ArgumentError(CamixError):
+    """A command-line argument that cannot be used (exit code 2)."""
+
+
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]``."""
+    allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {text!r}")
+        return value
+
+    return parse
+
+
+def float_at_least(low: float) -> Callable[[str], float]:
+    """An argparse type: a finite number ``>= low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {low:g}, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected a number >= {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+non_negative_float = float_at_least(0.0)
+
+
+def output_dir(path: str | Path, option: str) -> Path:
+    """Check that ``path`` can be (or already is) a writable folder; returns it.
+
+    Raises:
+        ArgumentError: it is a file, lies under a file, or its nearest existing folder is not writable.
+    """
+    given = Path(path)
+    if given.exists() and not given.is_dir():
+        raise ArgumentError(f"{option} {path}: a file exists there; give a folder")
+    _writable_parent(given, option, path)
+    return given
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """Check that ``path`` can be written as a file (not a folder, its folder creatable and writable); returns it.
+
+    Raises:
+        ArgumentError: it is a folder, lies under a file, or its nearest existing folder is not writable.
+    """
+    given = Path(path)
+    if given.is_dir():
+        raise ArgumentError(f"{option} {path}: a folder; give a file path")
+    _writable_parent(given.parent, option, path)
+    return given
+
+
+def _writable_parent(folder: Path, option: str, path: str | Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArgumentError(f"{option} {path}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgumentError(f"{option} {path}: {existing} is not writable; choose another path")
