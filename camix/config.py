@@ -39,6 +39,23 @@ Size = tuple[int, int]
 SIZE_TEXT = re.compile(r"\s*-?\d+\s*[xX]\s*-?\d+\s*")  # "0x0", "1280x720": a size, not a YAML hex number
 
 
+_SIZE_SCALAR = re.compile(r"^-?\d+[xX]-?\d+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader reading ``0x0`` and ``1280x720`` as text (sizes), not as hexadecimal numbers."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _SIZE_SCALAR))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text like ``yaml.safe_load``, but sizes written ``WxH`` stay text."""
+    return yaml.load(text, Loader=_Loader)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The segmentation network (see ``camix.models``)."""
@@ -208,7 +225,7 @@ def yaml_chain(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tuple[Pat
     if file in _seen:
         raise ConfigError(f"{file}: circular 'base:' chain")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -242,7 +259,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.iterations=1000")
         try:
-            value = yaml.safe_load(raw) if raw.strip() and not SIZE_TEXT.fullmatch(raw) else raw or None
+            value = parse_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         result = merge_trees(result, _nest(key.strip().split("."), value))

@@ -103,7 +103,15 @@ def config_file(study: StudyConfig, name: str) -> str:
 
 
 def run_config(study: StudyConfig, name: str, seed: int) -> Config:
-    """The resolved config of one run of the study."""
+    """The resolved config of one run of the study; errors name the run."""
+    try:
+        return _run_config(study, name, seed)
+    except ConfigError as exc:
+        raise ConfigError(f"study run '{name}' (seed {seed}): {exc}") from None
+
+
+def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
+    """The resolved config of one run of the study (see :func:`run_config`)."""
     file = config_file(study, name)
     base = load_config(file, [*study.overrides, f"seed={seed}"])
     extra = []
@@ -133,14 +141,7 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
     For each seed the initialisation (``pretrain``) comes first: the other runs of that seed start from it.
     """
     names = ([PRETRAIN] if study.pretrain is not None else []) + list(study.runs)
-    planned = []
-    for seed in study.seeds:
-        for name in names:
-            try:
-                planned.append((name, seed, run_config(study, name, seed)))
-            except ConfigError as exc:
-                raise ConfigError(f"study run '{name}' (seed {seed}): {exc}") from None
-    return planned
+    return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
 def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
