@@ -18,6 +18,8 @@ from camix.config import load_config
 from camix.train import Trainer
 from tests.conftest import tiny_overrides
 
+SOURCE_ONLY, CAMIX = "configs/synthcity/source_only.yaml", "configs/synthcity/camix.yaml"
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -30,7 +32,7 @@ class Paths:
     afile: Path  # a text file
     empty: Path  # an empty folder
 
-    def train(self, *sets: str, config: str = "configs/synthcity/source_only.yaml", extra: tuple[str, ...] = ()) -> list[str]:
+    def train(self, *sets: str, config: str = SOURCE_ONLY, extra: tuple[str, ...] = ()) -> list[str]:
         overrides = [*tiny_overrides(self.data, self.tmp / "train_out"), *sets]
         return ["train", "-c", config, *[a for s in overrides for a in ("--set", s)], *extra, "--no-progress"]
 
@@ -55,8 +57,8 @@ def paths(tmp_path_factory: pytest.TempPathFactory, synthcity_root: Path) -> Pat
     (tmp / "badrun" / "metrics.jsonl").write_text("")
     torch.save({"prior": torch.full((5, 48, 96), 0.2)}, tmp / "prior5.pt")
     study = "runs: {{a: {run}}}\nseeds: {seeds}\nsynthcity: {{size: {size}}}\n"
-    (tmp / "study_seed.yaml").write_text(study.format(run="configs/synthcity/source_only.yaml", seeds="[-1]", size="[96, 48]"))
-    (tmp / "study_size.yaml").write_text(study.format(run="configs/synthcity/source_only.yaml", seeds="[0]", size="0x0"))
+    (tmp / "study_seed.yaml").write_text(study.format(run=SOURCE_ONLY, seeds="[-1]", size="[96, 48]"))
+    (tmp / "study_size.yaml").write_text(study.format(run=SOURCE_ONLY, seeds="[0]", size="0x0"))
     (tmp / "study_run.yaml").write_text(study.format(run=str(tmp / "nope.yaml"), seeds="[0]", size="[96, 48]"))
     (tmp / "study_noruns.yaml").write_text("seeds: [0]\n")
     run = base / "run"
@@ -70,100 +72,409 @@ CASES: list[tuple[str, Case, str]] = [
     ("train config is a folder", lambda p: ["train", "-c", str(p.empty)], "empty is a folder; give a YAML file"),
     ("train config not text", lambda p: ["train", "-c", str(p.tmp / "binary.yaml")], "cannot be read (not UTF-8 text)"),
     ("train config a list", lambda p: ["train", "-c", str(p.tmp / "list.yaml")], "top level must be a mapping"),
-    ("train config empty: no dataset root", lambda p: ["train", "-c", str(p.tmp / "blank.yaml")], "config key 'data.source.root' is empty; set it to the gta5 folder (the default)"),
+    (
+        "train config empty: no dataset root",
+        lambda p: ["train", "-c", str(p.tmp / "blank.yaml")],
+        "config key 'data.source.root' is empty; set it to the gta5 folder (the default)",
+    ),
     # ----- train: values --------------------------------------------------------------------------------------------
-    ("negative iterations", lambda p: p.train("train.iterations=-5"), "'train.iterations': -5 is out of range; must be an integer >= 1 (set by --set train.iterations=-5)"),
-    ("size 0x0", lambda p: p.train("data.crop=0x0"), "'data.crop': [0, 0] is out of range; each value must be an integer >= 1 (set by --set data.crop=0x0)"),
+    (
+        "negative iterations",
+        lambda p: p.train("train.iterations=-5"),
+        "'train.iterations': -5 is out of range; must be an integer >= 1 (set by --set train.iterations=-5)",
+    ),
+    (
+        "size 0x0",
+        lambda p: p.train("data.crop=0x0"),
+        "'data.crop': [0, 0] is out of range; each value must be an integer >= 1 (set by --set data.crop=0x0)",
+    ),
     ("size abc", lambda p: p.train("data.crop=abc"), "'data.crop': expected a list, got 'abc'"),
     ("wrong type", lambda p: p.train("train.log_every=often"), "'train.log_every': expected int, got 'often'"),
     ("unknown key", lambda p: p.train("train.iteratons=3"), "unknown config key 'train.iteratons'"),
-    ("probability above 1", lambda p: p.train("method.pseudo_threshold=1.5"), "'method.pseudo_threshold': 1.5 is out of range; must be a number in [0, 1]"),
-    ("negative learning rate", lambda p: p.train("optim.lr=-1"), "'optim.lr': -1.0 is out of range; must be a number > 0"),
-    ("momentum 1", lambda p: p.train("optim.momentum=1"), "'optim.momentum': 1.0 is out of range; must be a number in [0, 1)"),
-    ("not a finite number", lambda p: p.train("method.noise_std=.inf"), "'method.noise_std': inf is not a finite number"),
-    ("class count below the labels'", lambda p: p.train("model.num_classes=16"), "'model.num_classes': 16 is out of range; must be an integer in [19, 254]"),
+    (
+        "probability above 1",
+        lambda p: p.train("method.pseudo_threshold=1.5"),
+        "'method.pseudo_threshold': 1.5 is out of range; must be a number in [0, 1]",
+    ),
+    (
+        "negative learning rate",
+        lambda p: p.train("optim.lr=-1"),
+        "'optim.lr': -1.0 is out of range; must be a number > 0",
+    ),
+    (
+        "momentum 1",
+        lambda p: p.train("optim.momentum=1"),
+        "'optim.momentum': 1.0 is out of range; must be a number in [0, 1)",
+    ),
+    (
+        "not a finite number",
+        lambda p: p.train("method.noise_std=.inf"),
+        "'method.noise_std': inf is not a finite number",
+    ),
+    (
+        "class count below the labels'",
+        lambda p: p.train("model.num_classes=16"),
+        "'model.num_classes': 16 is out of range; must be an integer in [19, 254]",
+    ),
     ("negative seed", lambda p: p.train("seed=-1"), "'seed': -1 is out of range"),
     ("zero batch size", lambda p: p.train("data.batch_size=0"), "'data.batch_size': 0 is out of range"),
     ("--set without =", lambda p: p.train("train.iterations"), "expected KEY=VALUE"),
     # ----- train: cross-field rules ---------------------------------------------------------------------------------
-    ("relation class id outside the classes", lambda p: p.train("method.relations={12: [42]}", config="configs/synthcity/camix.yaml"), "'method.relations': class id 42 in {12: [42]} is out of range; class ids must be in [0, 19)"),
-    ("warm-up longer than the run", lambda p: p.train("method.warmup_iterations=5", config="configs/synthcity/camix.yaml"), "'method.warmup_iterations': 5 is longer than the run; it must be <= train.iterations=2"),
-    ("crop larger than the resized images", lambda p: p.train("data.source.size=[40, 20]"), "'data.crop': [48, 48] is larger than the resized source images (data.source.size=[40, 20])"),
-    ("mean teacher without a target", lambda p: p.train("data.target=null", config="configs/synthcity/camix.yaml"), "method.name=mean_teacher needs an unlabelled target dataset"),
-    ("blur range reversed", lambda p: p.train("method.augment.blur_sigma=[2.0, 1.0]"), "'method.augment.blur_sigma': [2, 1] must be [low, high]"),
+    (
+        "relation class id outside the classes",
+        lambda p: p.train("method.relations={12: [42]}", config=CAMIX),
+        "'method.relations': class id 42 in {12: [42]} is out of range; class ids must be in [0, 19)",
+    ),
+    (
+        "warm-up longer than the run",
+        lambda p: p.train("method.warmup_iterations=5", config=CAMIX),
+        "'method.warmup_iterations': 5 is longer than the run; it must be <= train.iterations=2",
+    ),
+    (
+        "crop larger than the resized images",
+        lambda p: p.train("data.source.size=[40, 20]"),
+        "'data.crop': [48, 48] is larger than the resized source images (data.source.size=[40, 20])",
+    ),
+    (
+        "mean teacher without a target",
+        lambda p: p.train("data.target=null", config=CAMIX),
+        "method.name=mean_teacher needs an unlabelled target dataset",
+    ),
+    (
+        "blur range reversed",
+        lambda p: p.train("method.augment.blur_sigma=[2.0, 1.0]"),
+        "'method.augment.blur_sigma': [2, 1] must be [low, high]",
+    ),
     ("unknown device", lambda p: p.train("train.device=gpu"), "'train.device': 'gpu' is not a device"),
     # ----- train: what the config names -----------------------------------------------------------------------------
     ("unknown model", lambda p: p.train("model.name=resnet"), "'model.name': 'resnet' is not a model; choose one of"),
-    ("missing pretrained weights", lambda p: p.train(f"model.pretrained={p.tmp / 'nope.pth'}"), "nope.pth does not exist"),
-    ("dataset root is a file", lambda p: p.train(f"data.source.root={p.afile}"), "afile: dataset root not found or not a folder"),
-    ("dataset root is an empty folder", lambda p: p.train(f"data.source.root={p.empty}"), "empty/images: folder not found"),
+    (
+        "missing pretrained weights",
+        lambda p: p.train(f"model.pretrained={p.tmp / 'nope.pth'}"),
+        "nope.pth does not exist",
+    ),
+    (
+        "dataset root is a file",
+        lambda p: p.train(f"data.source.root={p.afile}"),
+        "afile: dataset root not found or not a folder",
+    ),
+    (
+        "dataset root is an empty folder",
+        lambda p: p.train(f"data.source.root={p.empty}"),
+        "empty/images: folder not found",
+    ),
     ("empty dataset root", lambda p: p.train("data.val.root=''"), "'data.val.root' is empty"),
-    ("prior is a folder", lambda p: p.train(f"data.prior={p.empty}", config="configs/synthcity/camix.yaml"), "is a folder; it must be a spatial prior"),
-    ("prior not a prior file", lambda p: p.train(f"data.prior={p.afile}", config="configs/synthcity/camix.yaml"), "cannot read spatial prior"),
-    ("prior of another class count", lambda p: p.train(f"data.prior={p.tmp / 'prior5.pt'}", config="configs/synthcity/camix.yaml"), "holds 5 class maps but model.num_classes=19"),
+    (
+        "prior is a folder",
+        lambda p: p.train(f"data.prior={p.empty}", config=CAMIX),
+        "is a folder; it must be a spatial prior",
+    ),
+    ("prior not a prior file", lambda p: p.train(f"data.prior={p.afile}", config=CAMIX), "cannot read spatial prior"),
+    (
+        "prior of another class count",
+        lambda p: p.train(f"data.prior={p.tmp / 'prior5.pt'}", config=CAMIX),
+        "holds 5 class maps but model.num_classes=19",
+    ),
     ("--resume missing", lambda p: p.train(extra=("--resume", str(p.tmp / "nope.pt"))), "no such checkpoint file"),
     ("--resume a folder", lambda p: p.train(extra=("--resume", str(p.empty))), "a folder; give a checkpoint file"),
-    ("--resume not a checkpoint", lambda p: p.train(extra=("--resume", str(p.afile))), "is corrupt or not a torch file (Weights only load failed)"),
+    (
+        "--resume not a checkpoint",
+        lambda p: p.train(extra=("--resume", str(p.afile))),
+        "is corrupt or not a torch file (Weights only load failed)",
+    ),
     ("missing required argument", lambda p: ["train"], "the following arguments are required: -c/--config"),
     # ----- evaluate -------------------------------------------------------------------------------------------------
     ("evaluate checkpoint missing", lambda p: ["evaluate", "--ckpt", str(p.tmp / "nope.pt")], "nope.pt does not exist"),
-    ("evaluate empty folder as checkpoint", lambda p: ["evaluate", "--ckpt", str(p.empty)], "is a folder without checkpoints/last.pt"),
+    (
+        "evaluate empty folder as checkpoint",
+        lambda p: ["evaluate", "--ckpt", str(p.empty)],
+        "is a folder without checkpoints/last.pt",
+    ),
     ("evaluate text file as checkpoint", lambda p: ["evaluate", "--ckpt", str(p.afile)], "corrupt or not a torch file"),
-    ("evaluate window 0x0", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--sliding", "0x0"], "argument --sliding: expected WIDTHxHEIGHT like 1024x512, got '0x0'"),
+    (
+        "evaluate window 0x0",
+        lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--sliding", "0x0"],
+        "argument --sliding: expected WIDTHxHEIGHT like 1024x512, got '0x0'",
+    ),
     ("evaluate window abc", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--sliding", "abc"], "got 'abc'"),
-    ("evaluate overlap out of range", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--overlap", "1.5"], "--overlap 1.5: choose a fraction in [0, 1)"),
-    ("evaluate --set out of range", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--set", "eval.batch_size=0"], "'eval.batch_size': 0 is out of range"),
-    ("evaluate --out is a file", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--out", str(p.afile)], "a file exists there; give a folder"),
-    ("evaluate teacher of a source-only run", lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--teacher"], "holds no teacher weights"),
+    (
+        "evaluate overlap out of range",
+        lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--overlap", "1.5"],
+        "--overlap 1.5: choose a fraction in [0, 1)",
+    ),
+    (
+        "evaluate --set out of range",
+        lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--set", "eval.batch_size=0"],
+        "'eval.batch_size': 0 is out of range",
+    ),
+    (
+        "evaluate --out is a file",
+        lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--out", str(p.afile)],
+        "a file exists there; give a folder",
+    ),
+    (
+        "evaluate teacher of a source-only run",
+        lambda p: ["evaluate", "--ckpt", str(p.ckpt), "--teacher"],
+        "holds no teacher weights",
+    ),
     # ----- predict --------------------------------------------------------------------------------------------------
-    ("predict input missing", lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.tmp / "nope.png"), "--out", str(p.tmp / "pred")], "nope.png: no such file or folder"),
-    ("predict empty folder", lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.empty), "--out", str(p.tmp / "pred")], "no .png/.jpg/.jpeg images in this folder"),
-    ("predict file that is not an image", lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.tmp / "text.png"), "--out", str(p.tmp / "pred")], "text.png: cannot read image header"),
-    ("predict size 0x0", lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.empty), "--out", str(p.tmp / "pred"), "--size", "0x0"], "argument --size"),
-    ("predict --out is a file", lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.data / "gta" / "images"), "--out", str(p.afile)], "a file exists there; give a folder"),
+    (
+        "predict input missing",
+        lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.tmp / "nope.png"), "--out", str(p.tmp / "pred")],
+        "nope.png: no such file or folder",
+    ),
+    (
+        "predict empty folder",
+        lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.empty), "--out", str(p.tmp / "pred")],
+        "no .png/.jpg/.jpeg images in this folder",
+    ),
+    (
+        "predict file that is not an image",
+        lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.tmp / "text.png"), "--out", str(p.tmp / "pred")],
+        "text.png: cannot read image header",
+    ),
+    (
+        "predict size 0x0",
+        lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.empty), "--out", str(p.tmp / "pred"), "--size", "0x0"],
+        "argument --size",
+    ),
+    (
+        "predict --out is a file",
+        lambda p: ["predict", "--ckpt", str(p.ckpt), str(p.data / "gta" / "images"), "--out", str(p.afile)],
+        "a file exists there; give a folder",
+    ),
     # ----- export ---------------------------------------------------------------------------------------------------
-    ("export --onnx is a folder", lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.empty)], "a folder; give a file path"),
-    ("export --onnx under a file", lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.afile / "m.onnx")], "is a file, not a folder"),
-    ("export opset out of range", lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--opset", "0"], "argument --opset: expected a whole number in [7, 20], got '0'"),
-    ("export negative tolerance", lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--atol", "-1"], "argument --atol: expected a number >= 0"),
-    ("export check size 0x0", lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--check-size", "0x0"], "argument --check-size"),
+    (
+        "export --onnx is a folder",
+        lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.empty)],
+        "a folder; give a file path",
+    ),
+    (
+        "export --onnx under a file",
+        lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.afile / "m.onnx")],
+        "is a file, not a folder",
+    ),
+    (
+        "export opset out of range",
+        lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--opset", "0"],
+        "argument --opset: expected a whole number in [7, 20], got '0'",
+    ),
+    (
+        "export negative tolerance",
+        lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--atol", "-1"],
+        "argument --atol: expected a number >= 0",
+    ),
+    (
+        "export check size 0x0",
+        lambda p: ["export", "--ckpt", str(p.ckpt), "--onnx", str(p.tmp / "m.onnx"), "--check-size", "0x0"],
+        "argument --check-size",
+    ),
     # ----- report ---------------------------------------------------------------------------------------------------
-    ("report run missing", lambda p: ["report", str(p.tmp / "nope"), "--out", str(p.tmp / "rep")], "nope: no such folder; give a run directory"),
-    ("report run is a file", lambda p: ["report", str(p.afile), "--out", str(p.tmp / "rep")], "afile: a file; give a run directory"),
-    ("report empty folder", lambda p: ["report", str(p.empty), "--out", str(p.tmp / "rep")], "is not a camix run directory: config.yaml is missing"),
-    ("report broken config.yaml", lambda p: ["report", str(p.tmp / "badrun"), "--out", str(p.tmp / "rep")], "cannot read its config.yaml or metrics.jsonl"),
-    ("report negative image count", lambda p: ["report", str(p.run), "--out", str(p.tmp / "rep"), "--images", "-1"], "argument --images: expected a whole number >= 1"),
-    ("report --out is a file", lambda p: ["report", str(p.run), "--out", str(p.afile)], "a file exists there; give a folder"),
-    ("report unknown baseline", lambda p: ["report", str(p.run), "--out", str(p.tmp / "rep"), "--baseline", "zzz", "--no-figures"], "--baseline 'zzz' is not a row"),
+    (
+        "report run missing",
+        lambda p: ["report", str(p.tmp / "nope"), "--out", str(p.tmp / "rep")],
+        "nope: no such folder; give a run directory",
+    ),
+    (
+        "report run is a file",
+        lambda p: ["report", str(p.afile), "--out", str(p.tmp / "rep")],
+        "afile: a file; give a run directory",
+    ),
+    (
+        "report empty folder",
+        lambda p: ["report", str(p.empty), "--out", str(p.tmp / "rep")],
+        "is not a camix run directory: config.yaml is missing",
+    ),
+    (
+        "report broken config.yaml",
+        lambda p: ["report", str(p.tmp / "badrun"), "--out", str(p.tmp / "rep")],
+        "cannot read its config.yaml or metrics.jsonl",
+    ),
+    (
+        "report negative image count",
+        lambda p: ["report", str(p.run), "--out", str(p.tmp / "rep"), "--images", "-1"],
+        "argument --images: expected a whole number >= 1",
+    ),
+    (
+        "report --out is a file",
+        lambda p: ["report", str(p.run), "--out", str(p.afile)],
+        "a file exists there; give a folder",
+    ),
+    (
+        "report unknown baseline",
+        lambda p: ["report", str(p.run), "--out", str(p.tmp / "rep"), "--baseline", "zzz", "--no-figures"],
+        "--baseline 'zzz' is not a row",
+    ),
     # ----- study ----------------------------------------------------------------------------------------------------
     ("study file missing", lambda p: ["study", str(p.tmp / "nope.yaml")], "nope.yaml not found"),
     ("study file is a folder", lambda p: ["study", str(p.empty)], "is a folder; give a YAML file"),
-    ("study negative seed", lambda p: ["study", str(p.tmp / "study_seed.yaml"), "--dry-run"], "'study.seeds': [-1] is out of range"),
-    ("study SynthCity size 0x0", lambda p: ["study", str(p.tmp / "study_size.yaml"), "--dry-run"], "'study.synthcity.size': [0, 0] is out of range"),
-    ("study run config missing", lambda p: ["study", str(p.tmp / "study_run.yaml"), "--dry-run"], "study run 'a' (seed 0): config file"),
+    (
+        "study negative seed",
+        lambda p: ["study", str(p.tmp / "study_seed.yaml"), "--dry-run"],
+        "'study.seeds': [-1] is out of range",
+    ),
+    (
+        "study SynthCity size 0x0",
+        lambda p: ["study", str(p.tmp / "study_size.yaml"), "--dry-run"],
+        "'study.synthcity.size': [0, 0] is out of range",
+    ),
+    (
+        "study run config missing",
+        lambda p: ["study", str(p.tmp / "study_run.yaml"), "--dry-run"],
+        "study run 'a' (seed 0): config file",
+    ),
     ("study without runs", lambda p: ["study", str(p.tmp / "study_noruns.yaml"), "--dry-run"], "names no runs"),
-    ("study --set out of range", lambda p: ["study", "configs/synthcity/study.yaml", "--dry-run", "--set", "train.iterations=0"], "'train.iterations': 0 is out of range"),
+    (
+        "study --set out of range",
+        lambda p: ["study", "configs/synthcity/study.yaml", "--dry-run", "--set", "train.iterations=0"],
+        "'train.iterations': 0 is out of range",
+    ),
     # ----- data synthcity / check / prior ---------------------------------------------------------------------------
-    ("synthcity size 0x0", lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "0x0"], "--size must be at least 32x16"),
-    ("synthcity size abc", lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "abc"], "--size must be WIDTHxHEIGHT"),
-    ("synthcity zero images", lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--num-target-val", "0"], "argument --num-target-val: expected a whole number >= 1"),
-    ("synthcity negative gap", lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--gap", "-1"], "gap must be a finite number >= 0"),
+    (
+        "synthcity size 0x0",
+        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "0x0"],
+        "--size must be at least 32x16",
+    ),
+    (
+        "synthcity size abc",
+        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "abc"],
+        "--size must be WIDTHxHEIGHT",
+    ),
+    (
+        "synthcity zero images",
+        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--num-target-val", "0"],
+        "argument --num-target-val: expected a whole number >= 1",
+    ),
+    (
+        "synthcity negative gap",
+        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--gap", "-1"],
+        "gap must be a finite number >= 0",
+    ),
     ("synthcity --out is a file", lambda p: ["data", "synthcity", "--out", str(p.afile)], "exists and is not a folder"),
-    ("check root missing", lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.tmp / "nope")], "dataset root not found"),
-    ("check root empty folder", lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.empty)], "empty/images: folder not found"),
-    ("check limit 0", lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.data / "gta"), "--limit", "0"], "argument --limit: expected a whole number >= 1"),
-    ("check list file missing", lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.data / "gta"), "--list-file", str(p.tmp / "nope.txt")], "list file not found"),
-    ("check split of a single-split dataset", lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.data / "gta"), "--split", "val"], "gta5 has a single split"),
-    ("check unknown dataset", lambda p: ["data", "check", "--dataset", "kitti", "--root", str(p.empty)], "argument --dataset: invalid choice: 'kitti'"),
-    ("prior size 0x0", lambda p: ["data", "prior", "--dataset", "gta5", "--root", str(p.data / "gta"), "--size", "0x0", "--out", str(p.tmp / "q.pt")], "--size '0x0': expected HEIGHTxWIDTH"),
-    ("prior --out is a folder", lambda p: ["data", "prior", "--dataset", "gta5", "--root", str(p.data / "gta"), "--size", "8x16", "--out", str(p.empty)], "a folder; give a file path"),
-    ("prior negative smoothing", lambda p: ["data", "prior", "--dataset", "gta5", "--root", str(p.data / "gta"), "--size", "8x16", "--out", str(p.tmp / "q.pt"), "--smoothing", "-1"], "argument --smoothing: expected a number >= 0"),
-    ("prior negative workers", lambda p: ["data", "prior", "--dataset", "gta5", "--root", str(p.data / "gta"), "--size", "8x16", "--out", str(p.tmp / "q.pt"), "--workers", "-1"], "argument --workers: expected a whole number >= 0"),
+    (
+        "check root missing",
+        lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.tmp / "nope")],
+        "dataset root not found",
+    ),
+    (
+        "check root empty folder",
+        lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.empty)],
+        "empty/images: folder not found",
+    ),
+    (
+        "check limit 0",
+        lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.data / "gta"), "--limit", "0"],
+        "argument --limit: expected a whole number >= 1",
+    ),
+    (
+        "check list file missing",
+        lambda p: [
+            "data",
+            "check",
+            "--dataset",
+            "gta5",
+            "--root",
+            str(p.data / "gta"),
+            "--list-file",
+            str(p.tmp / "nope.txt"),
+        ],
+        "list file not found",
+    ),
+    (
+        "check split of a single-split dataset",
+        lambda p: ["data", "check", "--dataset", "gta5", "--root", str(p.data / "gta"), "--split", "val"],
+        "gta5 has a single split",
+    ),
+    (
+        "check unknown dataset",
+        lambda p: ["data", "check", "--dataset", "kitti", "--root", str(p.empty)],
+        "argument --dataset: invalid choice: 'kitti'",
+    ),
+    (
+        "prior size 0x0",
+        lambda p: [
+            "data",
+            "prior",
+            "--dataset",
+            "gta5",
+            "--root",
+            str(p.data / "gta"),
+            "--size",
+            "0x0",
+            "--out",
+            str(p.tmp / "q.pt"),
+        ],
+        "--size '0x0': expected HEIGHTxWIDTH",
+    ),
+    (
+        "prior --out is a folder",
+        lambda p: [
+            "data",
+            "prior",
+            "--dataset",
+            "gta5",
+            "--root",
+            str(p.data / "gta"),
+            "--size",
+            "8x16",
+            "--out",
+            str(p.empty),
+        ],
+        "a folder; give a file path",
+    ),
+    (
+        "prior negative smoothing",
+        lambda p: [
+            "data",
+            "prior",
+            "--dataset",
+            "gta5",
+            "--root",
+            str(p.data / "gta"),
+            "--size",
+            "8x16",
+            "--out",
+            str(p.tmp / "q.pt"),
+            "--smoothing",
+            "-1",
+        ],
+        "argument --smoothing: expected a number >= 0",
+    ),
+    (
+        "prior negative workers",
+        lambda p: [
+            "data",
+            "prior",
+            "--dataset",
+            "gta5",
+            "--root",
+            str(p.data / "gta"),
+            "--size",
+            "8x16",
+            "--out",
+            str(p.tmp / "q.pt"),
+            "--workers",
+            "-1",
+        ],
+        "argument --workers: expected a whole number >= 0",
+    ),
     # ----- demo -----------------------------------------------------------------------------------------------------
-    ("demo config missing", lambda p: ["demo", "--config", str(p.tmp / "nope.yaml"), "--data", str(p.data), "--out", str(p.tmp / "demo")], "nope.yaml not found"),
-    ("demo --set out of range", lambda p: ["demo", "--set", "train.iterations=0", "--data", str(p.data), "--out", str(p.tmp / "demo")], "'train.iterations': 0 is out of range"),
-    ("demo --data is a file", lambda p: ["demo", "--data", str(p.afile), "--out", str(p.tmp / "demo")], "afile: a file exists there; give a folder"),
-]  # fmt: skip
+    (
+        "demo config missing",
+        lambda p: ["demo", "--config", str(p.tmp / "nope.yaml"), "--data", str(p.data), "--out", str(p.tmp / "demo")],
+        "nope.yaml not found",
+    ),
+    (
+        "demo --set out of range",
+        lambda p: ["demo", "--set", "train.iterations=0", "--data", str(p.data), "--out", str(p.tmp / "demo")],
+        "'train.iterations': 0 is out of range",
+    ),
+    (
+        "demo --data is a file",
+        lambda p: ["demo", "--data", str(p.afile), "--out", str(p.tmp / "demo")],
+        "afile: a file exists there; give a folder",
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "argv", "message"), CASES, ids=[c[0] for c in CASES])
