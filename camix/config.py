@@ -1,8 +1,10 @@
 """Configuration: frozen dataclasses loaded from YAML, with ``--set a.b=value`` overrides.
 
 A YAML file may name one ``base:`` file (a path relative to itself) whose values it overrides key by key.
-Unknown keys and values of the wrong type are :class:`~camix.errors.ConfigError` s that name the key and
-the file. Sizes are always written ``[width, height]``, like ``1280x720``.
+Unknown keys, values of the wrong type and values outside the range a field declares (``PositiveInt``,
+``Annotated[float, Range(0, 1)]``, see :mod:`camix.validation`) are :class:`~camix.errors.ConfigError` s
+that name the key, the value, what is allowed and where the value came from (a file, ``--set`` or the
+default). Sizes are always written ``[width, height]``, like ``1280x720``.
 """
 
 from __future__ import annotations
