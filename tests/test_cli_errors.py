@@ -341,9 +341,9 @@ CASES: list[tuple[str, Case, str]] = [
         "--size must be WIDTHxHEIGHT",
     ),
     (
-        "synthcity zero images",
-        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--num-target-val", "0"],
-        "argument --num-target-val: expected a whole number >= 1",
+        "synthcity negative image count",
+        lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--num-target-train", "-3"],
+        "argument --num-target-train: expected a whole number >= 0, got '-3'",
     ),
     (
         "synthcity negative gap",

@@ -77,6 +77,10 @@ def test_event_file_scalars_equal_metrics_jsonl_across_a_crash_and_resume(tiny_c
         assert [s for s, _ in got] == [s for s, _ in values], tag  # no duplicates of the repeated iterations
         assert all(same(g, v) for (_, g), (_, v) in zip(got, values, strict=True)), (tag, got, values)
 
+    from camix.runs import load_run
+
+    assert [r["iteration"] for r in load_run(run).evals] == [2, 4, 5]  # camix report reads the run as before
+
     images = acc.Images("debug/panel")
     assert [i.step for i in images] == [2, 4]
     from PIL import Image

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from camix.commands.checks import positive_int
+from camix.commands.checks import non_negative_int
 from camix.errors import ConfigError
 
 HELP = "generate SynthCity: a rendered source (GTA5 layout) and a photographed target (Cityscapes layout)"
@@ -34,12 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default 0)")
     parser.add_argument("--size", default="256x128", metavar="WxH", help="image size, width x height (default 256x128)")
-    parser.add_argument("--num-source", type=positive_int, default=500, metavar="N", help="source images (default 500)")
     parser.add_argument(
-        "--num-target-train", type=positive_int, default=500, metavar="N", help="target train images (500)"
+        "--num-source", type=non_negative_int, default=500, metavar="N", help="source images (default 500)"
     )
     parser.add_argument(
-        "--num-target-val", type=positive_int, default=100, metavar="N", help="target val images (default 100)"
+        "--num-target-train", type=non_negative_int, default=500, metavar="N", help="target train images (500)"
+    )
+    parser.add_argument(
+        "--num-target-val", type=non_negative_int, default=100, metavar="N", help="target val images (default 100)"
     )
     parser.add_argument(
         "--gap",
