@@ -38,10 +38,7 @@ from camix.validation import (
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Size = tuple[int, int]
-SIZE_TEXT = re.compile(r"\s*-?\d+\s*[xX]\s*-?\d+\s*")  # "0x0", "1280x720": a size, not a YAML hex number
-
-
-_SIZE_SCALAR = re.compile(r"^-?\d+[xX]-?\d+$")
+SIZE_TEXT = re.compile(r"^\s*-?\d+\s*[xX]\s*-?\d+\s*$")  # "0x0", "1280x720": a size, not a YAML hex number
 
 
 class _Loader(yaml.SafeLoader):
@@ -50,7 +47,7 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _first in "-0123456789":
-    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _SIZE_SCALAR))
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", SIZE_TEXT))
 
 
 def parse_yaml(text: str) -> Any:
@@ -118,9 +115,7 @@ class MethodConfig:
     pseudo_threshold: Probability = 0.968
     ema_alpha: Probability = 0.99  # the EMA decay's ceiling
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
-    warmup_iterations: NonNegativeInt = (
-        0  # ClassMix (DACS) before CAMix: 110k (GTA5), 40k (SYNTHIA) in the released code
-    )
+    warmup_iterations: NonNegativeInt = 0  # ClassMix before CAMix: 110k (GTA5), 40k (SYNTHIA) in the released code
     spatial_prior: bool = True  # Table 4 "SP"
     # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
     relations: Literal["default", "none", "extended"] | Annotated[dict[int, tuple[int, ...]], ClassIds()] = "default"

@@ -259,10 +259,12 @@ def describe_origins(
     keys: Sequence[str], sources: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str]
 ) -> str:
     """``set by --set train.iterations=-5`` / ``set in FILE`` / ``the default``; one clause per key when several."""
-    origins = [value_origin(key, sources, overrides) for key in keys if key]
+    named = [key for key in keys if key]
+    origins = [value_origin(key, sources, overrides) for key in named]
     if len(origins) == 1:
         return origins[0]
-    return "; ".join(f"{key} {origin}" for key, origin in zip(keys, origins, strict=True)) or "the defaults"
+    labels = [label for label, _ in sources]
+    return "; ".join(f"{key} {origin}" for key, origin in zip(named, origins, strict=True)) or " / ".join(labels)
 
 
 def value_origin(key: str, sources: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str]) -> str:

@@ -483,10 +483,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     before = sorted(p.name for p in paths.tmp.iterdir())
     run_before = {p: p.stat().st_mtime_ns for p in paths.run.rglob("*")}
-    try:
-        code = main(argv(paths))
-    except SystemExit as exc:  # argparse
-        code = exc.code  # type: ignore[assignment]
+    code = main(argv(paths))
     err = capsys.readouterr().err
     assert code == 2, (name, err)
     assert err.count("\n") == 1 and "Traceback" not in err, (name, err)
