@@ -133,6 +133,7 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     sync_bn: bool = False  # SyncBatchNorm under torchrun
+    dist_timeout: float = 300.0  # seconds a rank waits for the others in a collective before naming the silent one
 
 
 @dataclass(frozen=True)

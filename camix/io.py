@@ -31,9 +31,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the destination, not the temporary file (or nothing, for ENOSPC)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
         raise
     _fsync_dir(dest.parent)
 
