@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from camix.errors import CamixError
+from camix.io import tolerant_console
 
 # command name -> module (imported lazily so that `camix --help` stays fast)
 COMMANDS: dict[str, str] = {
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 1 failure, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    tolerant_console()  # run paths that are not valid UTF-8 are printed, not a crash
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
