@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,46 @@ def test_two_process_gloo_training(tiny_config, tmp_path: Path, name: str) -> No
     Trainer(cfg, progress=False).fit()  # the same config in one process
     single, ddp = first_losses(Path(cfg.out_dir)), first_losses(tmp_path / "ddp")
     assert ddp["loss/seg"] == pytest.approx(single["loss/seg"], rel=0.25)  # same initial weights, other images
+
+
+def frozen_rank_worker(rank: int, cfg: Config, port: int, dump: str) -> None:
+    """Stop early (as a signal would), resume, then rank 1 freezes in its step until rank 0 has given up."""
+    from camix import methods
+    from camix.errors import CamixError
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    out = Path(dump)
+    stopped = Trainer(cfg, progress=False).fit(until=1)
+    (out / f"stopped{rank}.txt").write_text(stopped["resume"])
+    original = methods.STEPS[cfg.method.name]
+
+    def freezing(ctx, source, target=None):  # type: ignore[no-untyped-def]
+        if rank == 1 and ctx.iteration == 1:
+            deadline = time.monotonic() + 30
+            while not (out / "rank0.txt").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return original(ctx, source, target)
+
+    methods.STEPS[cfg.method.name] = freezing
+    trainer = Trainer(cfg, resume="auto", progress=False)
+    started = time.monotonic()
+    try:
+        trainer.fit()
+        message = "finished"
+    except CamixError as exc:
+        message = f"{time.monotonic() - started:.1f}\n{exc}"
+    (out / f"rank{rank}.txt").write_text(message)
+
+
+def test_a_frozen_rank_is_named_after_the_collective_timeout(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config("source_only", "train.iterations=3", "train.eval_every=0", "train.dist_timeout=2")
+    mp.spawn(frozen_rank_worker, args=(cfg, free_port(), str(tmp_path)), nprocs=2, join=True)
+    hint = f"torchrun --nproc_per_node=2 -m camix train -c {cfg.out_dir}/config.yaml --resume auto"
+    assert (tmp_path / "stopped0.txt").read_text() == hint  # the resume hint after a DDP stop names torchrun
+    seconds, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
+    assert "\n" not in message and message.startswith("rank 0: rank 1 stopped answering (hung or exited)")
+    assert "train.dist_timeout=2 s" in message and hint in message
+    assert 2 <= float(seconds) < 10  # the 2 s timeout plus at most 1 s waiting for the others to report
