@@ -2,9 +2,10 @@
 
 A study file (``configs/synthcity/study.yaml``) names the runs (a config file each), the seeds, the SynthCity
 to generate, overrides for every run, and the tables to write (rows by run name, a baseline row). Finished runs
-(a ``summary.json`` next to an unchanged ``config.yaml``) are skipped; interrupted ones resume from their last
-checkpoint. The results file holds the tables (mean ± std over seeds, gain over the baseline), the per-class
-IoU of the main comparison and the adaptation curves (PNG plus its data as CSV).
+(a valid ``summary.json`` next to an unchanged ``config.yaml``) are skipped; interrupted ones resume from their last
+checkpoint; a run directory holding a run of another config is moved aside (``<dir>.old-<time>``) and trained
+anew. The results file holds the tables (mean ± std over seeds, gain over the baseline), the per-class IoU of the
+main comparison and the adaptation curves (PNG plus its data as CSV).
 """
 
 from __future__ import annotations

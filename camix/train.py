@@ -504,7 +504,7 @@ class Trainer:
             "iteration": self.iteration,
             "final": scores,
             "best": self.best,
-            "checkpoint": str(self.run_dir / "checkpoints" / "last.pt"),
+            "checkpoint": str(self.run.checkpoints / "last.pt"),
             "started": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(self._seconds(), 3),
         }
