@@ -103,3 +103,56 @@ def test_a_frozen_rank_is_named_after_the_collective_timeout(tiny_config, tmp_pa
     assert "\n" not in message and message.startswith("rank 0: rank 1 stopped answering (hung or exited)")
     assert "train.dist_timeout=2 s" in message and hint in message
     assert 2 <= float(seconds) < 10  # the 2 s timeout plus at most 1 s waiting for the others to report
+
+
+def orphan_worker(rank: int, cfg: Config, port: int, dump: str) -> None:
+    """A worker like torchrun's: no signal when its parent dies (mp.spawn's children get SIGINT; switched off)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, 0)  # PR_SET_PDEATHSIG = 0
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    summary = Trainer(cfg, progress=False).fit()
+    (Path(dump) / f"stopped{rank}.txt").write_text(summary.get("interrupted", "finished"))
+
+
+LAUNCHER = """
+import sys, torch.multiprocessing as mp
+from camix.config import load_config
+from tests.test_distributed import orphan_worker
+cfg = load_config(sys.argv[1], sys.argv[4:])
+mp.spawn(orphan_worker, args=(cfg, int(sys.argv[2]), sys.argv[3]), nprocs=2, join=True)
+"""
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_launcher_save_and_stop(synthcity_root: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from camix.rundir import RunLock, read_jsonl
+    from tests.conftest import tiny_overrides
+
+    run = tmp_path / "run"
+    sets = [*tiny_overrides(synthcity_root, run), "train.iterations=100000", "train.checkpoint_every=1"]
+    command = [sys.executable, "-c", LAUNCHER, "configs/synthcity/source_only.yaml", str(free_port()), str(tmp_path)]
+    launcher = subprocess.Popen([*command, *sets, "train.eval_every=0"])
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "last.pt").exists():
+        assert launcher.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGKILL)  # torchrun killed: its workers are orphans
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"stopped{r}.txt").exists() for r in (0, 1)):
+        assert time.monotonic() < deadline, "the orphaned workers kept training"
+        time.sleep(0.1)
+    assert {(tmp_path / f"stopped{r}.txt").read_text() for r in (0, 1)} == {"the exit of the torchrun launcher"}
+    written = len(read_jsonl(run / "metrics.jsonl"))
+    time.sleep(1)
+    assert len(read_jsonl(run / "metrics.jsonl")) == written  # nobody writes into the run any more
+    with RunLock(run) as lock:
+        assert lock.held

@@ -105,3 +105,18 @@ def test_report_only_survives_torn_metrics_and_counts_time_over_resumes(
     results = (tmp_path / "RESULTS.md").read_text()
     assert "| source_only | 20 | 1.000 | 90.0 |" in results  # mean s/iteration of the two records; wall minutes
     assert "Total wall time of the 1 finished runs: 1.50 h" in results
+
+
+def test_a_run_of_another_config_is_moved_aside_not_resumed(tiny_config, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from camix.config import replace
+    from camix.study import continue_run, is_finished
+
+    cfg = tiny_config("source_only")
+    first = continue_run(cfg, progress=False)
+    assert continue_run(cfg, progress=False)["final"]["miou19"] == first["final"]["miou19"]  # resumed: finished
+    changed = replace(cfg, seed=1)
+    assert not is_finished(changed)
+    continue_run(changed, progress=False)
+    assert "is moved aside" in capsys.readouterr().out
+    (old,) = Path(cfg.out_dir).parent.glob("source_only.old-*")
+    assert "seed: 0" in (old / "config.yaml").read_text() and is_finished(changed) and not is_finished(cfg)
