@@ -124,7 +124,7 @@ def silent_ranks(info: Dist, grace: float) -> list[int] | None:
 
 def collective_failure_message(exc: BaseException, info: Dist, timeout: float, hint: str) -> str:
     """One line: which rank stopped answering, how long this one waited, the cause, and ``hint``."""
-    silent = silent_ranks(info, grace=min(10.0, max(1.0, timeout / 2)))
+    silent = silent_ranks(info, grace=min(5.0, max(1.0, timeout / 4)))
     if silent:
         who = f"rank {', '.join(map(str, silent))} stopped answering (hung or exited)"
     elif silent == []:

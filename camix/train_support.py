@@ -1,4 +1,4 @@
-"""The pieces the training loop plugs together: run directory, metrics log, stop signals, data, prior, panels."""
+"""The pieces the training loop plugs together: claiming the run directory, stop signals, data, eval, prior."""
 
 from __future__ import annotations
 
