@@ -409,17 +409,18 @@ def resume_command(config_file: str | Path, env: dict[str, str] | None = None) -
     return f"{launch} -m camix train {tail}"
 
 
+def resume_hint(run: RunDir, env: dict[str, str] | None = None) -> str:
+    """``the last good checkpoint is X; resume with: CMD`` (or ``no checkpoint was saved yet``)."""
+    last = run.last_checkpoint()
+    if last is None:
+        return "no checkpoint was saved yet"
+    return f"the last good checkpoint is {last}; resume with: {resume_command(run.config_file, env)}"
+
+
 def io_failure(exc: OSError, run: RunDir, env: dict[str, str] | None = None) -> RunDirError:
     """One line for an I/O error during a run: the path, the reason, and the last good checkpoint to resume from."""
     where = exc.filename if exc.filename is not None else run.path
-    reason = exc.strerror or str(exc)
-    last = run.last_checkpoint()
-    keep = (
-        f"the last good checkpoint is {last}; fix the cause, then resume with: {resume_command(run.config_file, env)}"
-        if last is not None
-        else "no checkpoint was saved yet"
-    )
-    return RunDirError(f"{os.fsdecode(where)}: {reason} while writing the run; {keep}")
+    return RunDirError(f"{os.fsdecode(where)}: {exc.strerror or exc} while writing the run; {resume_hint(run, env)}")
 
 
 @contextlib.contextmanager

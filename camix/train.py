@@ -33,7 +33,7 @@ from camix.errors import CamixError, CheckpointError, ConfigError, DataError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
-from camix.rundir import MetricsLog, resume_command, scores_of
+from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
 from camix.rundir import io_errors as io_errors_of
 from camix.runtime import (
     Dist,
@@ -51,6 +51,7 @@ from camix.train_support import (
     StopSignal,
     build_train_iterators,
     evaluate_distributed,
+    evaluation_failure,
     load_or_build_prior,
     prepare_run_dir,
     save_debug_panel,
@@ -121,12 +122,6 @@ def optimisation_step(
     return out, total
 
 
-class EvaluationFailed(CamixError):
-    """An evaluation during training failed; the checkpoint of that iteration was saved before it."""
-
-    exit_code = 2  # 1 when the cause is not bad input (e.g. out of memory)
-
-
 class Trainer:
     """Holds the state of one run; :meth:`fit` is the loop.
 
@@ -154,7 +149,6 @@ class Trainer:
         self.log = MetricsLog(self.run, enabled=self.dist.is_main)
         self.started, self.seconds_before, self.leg_start = time.time(), 0.0, time.perf_counter()
         self.last_scores: dict[str, Any] | None = None
-        self._parent = os.getppid()
         self._lr = cfg.optim.lr
         self._build_models()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
@@ -330,7 +324,7 @@ class Trainer:
         )
         sums: dict[str, torch.Tensor] = {}
         tick, done_since_log = time.perf_counter(), 0
-        with StopSignal() as stop:
+        with StopSignal(parent=os.getppid() if self.dist.enabled else None) as stop:
             if self._evaluation_pending() and self._evaluate_and_log(bar, stop) is None:
                 bar.close()
                 return self._interrupted(stop.signal_name)
@@ -372,11 +366,7 @@ class Trainer:
 
     @property
     def _resume_hint(self) -> str:
-        last = self.run.last_checkpoint() if self.dist.is_main else None
-        kept = (
-            f"the last good checkpoint is {last}" if last is not None else f"checkpoints are in {self.run.checkpoints}"
-        )
-        return f"{kept}; resume with: {resume_command(self.run.config_file)}"
+        return resume_hint(self.run) if self.dist.is_main else f"see rank 0; checkpoints: {self.run.checkpoints}"
 
     def _io_errors(self) -> Any:
         return io_errors_of(self.run)
@@ -426,10 +416,7 @@ class Trainer:
         return every > 0 and self.iteration % every == 0
 
     def _should_stop(self, stop: StopSignal) -> bool:
-        if self.dist.enabled and os.getppid() != self._parent and not stop.requested:
-            stop.requested, stop.signal_name = True, "the exit of the torchrun launcher"  # orphaned: stop cleanly
-            LOG.warning("rank %d: the launcher exited; saving a checkpoint and stopping", self.dist.rank)
-        flag = torch.tensor([1.0 if stop.requested else 0.0])
+        flag = torch.tensor([1.0 if stop.poll() else 0.0])
         if self.dist.enabled:
             flag = all_reduce_(flag.to(self.device), self.dist, op="max").cpu()
         return bool(flag.item())
@@ -457,13 +444,7 @@ class Trainer:
         except (DataError, OSError, RuntimeError) as exc:
             if self.dist.enabled and is_collective_failure(exc):
                 raise
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            error = EvaluationFailed(
-                f"the evaluation at iteration {self.iteration} failed ({reason}); {self._resume_hint} "
-                "(it evaluates again first)"
-            )
-            error.exit_code = 2 if isinstance(exc, DataError) else 1
-            raise error from None
+            raise evaluation_failure(exc, self.iteration, self._resume_hint) from None
         if result is None:
             return None
         scores = result.as_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import tempfile
 import threading
@@ -53,12 +54,24 @@ def prepare_run_dir(
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts."""
+    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts.
 
-    def __init__(self) -> None:
+    With ``parent`` (the launcher's PID under torchrun), :meth:`poll` also turns the launcher's exit into a
+    request: workers orphaned by a killed ``torchrun`` save and stop instead of writing on.
+    """
+
+    def __init__(self, parent: int | None = None) -> None:
         self.requested = False
         self.signal_name = ""
+        self.parent = parent
         self._previous: dict[int, Any] = {}
+
+    def poll(self) -> bool:
+        """Whether a stop was requested (checking the launcher first)."""
+        if self.parent is not None and not self.requested and os.getppid() != self.parent:
+            self.requested, self.signal_name = True, "the exit of the torchrun launcher"
+            LOG.warning("the launcher (PID %d) exited: saving a checkpoint and stopping", self.parent)
+        return self.requested
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -110,6 +123,20 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
     target_ds = _dataset(cfg.data.target, cfg.data.crop, True)
     target = infinite_loader(target_ds, seed=cfg.seed + 7_654_321, **common)
     return source, target, image_size(target_ds)
+
+
+class EvaluationFailed(CamixError):
+    """An evaluation during training failed; the checkpoint of that iteration was saved before it."""
+
+    exit_code = 2  # 1 when the cause is not bad input (e.g. out of memory)
+
+
+def evaluation_failure(exc: Exception, iteration: int, hint: str) -> EvaluationFailed:
+    """One line for an evaluation that raised: the iteration, the cause, and how to resume (exit 2 for bad data)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    error = EvaluationFailed(f"the evaluation at iteration {iteration} failed ({reason}); {hint} (it evaluates first)")
+    error.exit_code = 2 if isinstance(exc, DataError) else 1
+    return error
 
 
 def evaluate_distributed(
