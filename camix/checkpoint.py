@@ -3,15 +3,15 @@
 Layout inside a run directory::
 
     checkpoints/last.pt            the latest state (always loadable: written by atomic rename)
-    checkpoints/iter_0005000.pt    numbered snapshots (hard links of last.pt), the newest K kept
+    checkpoints/iter_0005000.pt    numbered snapshots (separate copies of last.pt), the newest K kept
     checkpoints/best.pt            the best-on-val model (labelled as such in reports)
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from camix.errors import CheckpointError
-from camix.io import atomic_torch_save
+from camix.io import atomic_torch_save, atomic_write_bytes
 from camix.models.weights import numpy_safe_globals
 
 FORMAT = "camix-checkpoint/1"
@@ -33,20 +33,21 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, keep: int, snapshot: bool = True) -> Path:
-    """Write ``last.pt`` atomically, hard-link a numbered snapshot, and keep only the newest ``keep`` snapshots."""
+    """Write ``last.pt`` atomically, a numbered snapshot as a separate copy, and keep the newest ``keep`` snapshots.
+
+    The snapshot is a file of its own (not a hard link), so damage to one file never reaches the other.
+    """
     folder = checkpoint_dir(run_dir)
     last = folder / "last.pt"
-    atomic_torch_save({"format": FORMAT, **state}, last)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    data = buffer.getvalue()
+    atomic_write_bytes(last, data)
     if snapshot and keep > 0:
-        numbered = folder / f"iter_{state['iteration']:07d}.pt"
-        with contextlib.suppress(FileNotFoundError):
-            numbered.unlink()
-        try:
-            os.link(last, numbered)
-        except OSError:  # file systems without hard links
-            atomic_torch_save({"format": FORMAT, **state}, numbered)
+        atomic_write_bytes(folder / f"iter_{state['iteration']:07d}.pt", data)
         for old in sorted(folder.glob("iter_*.pt"))[:-keep]:
-            old.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
     return last
 
 

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from camix.errors import CamixError
+from camix.io import tolerant_console
 
 # command name -> module (imported lazily so that `camix --help` stays fast)
 COMMANDS: dict[str, str] = {
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a one-line argument error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    tolerant_console()  # run paths that are not valid UTF-8 are printed, not a crash
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",

@@ -165,6 +165,7 @@ class TrainConfig:
     threads: PositiveInt | None = None  # torch CPU threads; None leaves torch's default
     sync_bn: bool = False  # SyncBatchNorm under torchrun
     tensorboard: bool = False  # also write losses, evaluations and debug panels to <out_dir>/tensorboard (rank 0)
+    dist_timeout: PositiveFloat = 300.0  # seconds a rank waits for the others in a collective before naming it
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,10 @@ def predict_logits(
     return resize_logits(logits, size)
 
 
+class EvaluationStopped(Exception):
+    """An evaluation ended early because its ``stop`` callback asked it to (a stop signal during training)."""
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -184,6 +188,7 @@ def evaluate(
     window: tuple[int, int] | None = None,
     overlap: float = 1 / 3,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Accumulate the confusion matrix of ``model`` (in eval mode) over labelled batches on ``device``.
 
@@ -196,11 +201,18 @@ def evaluate(
         window: sliding-window (width, height), or None for whole images.
         overlap: window overlap fraction.
         progress: show a progress bar.
+        stop: asked before every batch; when it returns True the evaluation ends early.
+
+    Raises:
+        EvaluationStopped: ``stop`` returned True.
     """
     was_training = model.training
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     for batch in tqdm(batches, desc="evaluate", disable=not progress, leave=False, dynamic_ncols=True):
+        if stop is not None and stop():
+            model.train(was_training)
+            raise EvaluationStopped("evaluation stopped early")
         image = batch["image"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
         size = (int(label.shape[-2]), int(label.shape[-1]))

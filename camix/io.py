@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the destination, not the temporary file (or nothing, for ENOSPC)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
         raise
     _fsync_dir(dest.parent)
 
@@ -60,8 +63,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    A path that is not valid UTF-8 reaches Python as a string with surrogates; in ``text`` they are written
+    as ``\\udcXX`` escapes (the file stays valid UTF-8) instead of failing.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+
+
+def tolerant_console() -> None:
+    """Let stdout/stderr print strings holding non-UTF-8 file names (as escapes) instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:

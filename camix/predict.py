@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,17 +278,28 @@ def find_inputs(paths: Sequence[str | Path]) -> list[InputImage]:
     """Files as given; folders searched recursively for png/jpg, their sub-folders mirrored in the outputs.
 
     Raises:
-        PredictError: a missing path, a folder without images, or two inputs that would write the same outputs.
+        PredictError: a missing path or a dangling symbolic link (given or inside a folder), a folder without
+            images, or two inputs that would write the same outputs.
     """
     found: list[InputImage] = []
     for given in map(Path, paths):
         if given.is_file():
             found.append(InputImage(given, Path(given.stem)))
         elif given.is_dir():
-            images = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            candidates = sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            dangling = [p for p in candidates if p.is_symlink() and not p.exists()]
+            if dangling:
+                more = f" (and {len(dangling) - 1} more)" if len(dangling) > 1 else ""
+                raise PredictError(
+                    f"{dangling[0]}: symbolic link to a missing file ({os.readlink(dangling[0])}){more}; "
+                    "fix or remove the links"
+                )
+            images = [p for p in candidates if p.is_file()]
             if not images:
                 raise PredictError(f"{given}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
             found += [InputImage(p, p.relative_to(given).with_suffix("")) for p in images]
+        elif given.is_symlink():
+            raise PredictError(f"{given}: symbolic link to a missing file ({os.readlink(given)})")
         else:
             raise PredictError(f"{given}: no such file or folder")
     seen: dict[Path, Path] = {}

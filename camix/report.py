@@ -211,9 +211,10 @@ def qualitative_grid(
     from camix.data.datasets import build_dataset
     from camix.evaluate import predict_logits
     from camix.predict import load_for_inference
+    from camix.rundir import RunDir
     from camix.runtime import select_device
 
-    cfg = cfg if cfg is not None else load_config(runs[0].path / "config.yaml")
+    cfg = cfg if cfg is not None else load_config(RunDir(runs[0].path).config_file)
     dataset = build_dataset(cfg.data.val, crop=None, train=False)
     count = min(n_images, len(dataset))  # type: ignore[arg-type]
     items = [dataset[round(i * (len(dataset) - 1) / max(count - 1, 1))] for i in range(count)]  # type: ignore[arg-type]

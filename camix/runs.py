@@ -21,6 +21,7 @@ import yaml
 from camix.data.labels import CLASS_NAMES
 from camix.errors import CamixError
 from camix.evaluate import METRICS
+from camix.rundir import RunDir, eval_records, read_jsonl
 
 Labeler = Callable[[Path, Mapping[str, Any]], str]
 GROUP_IGNORE: tuple[str, ...] = ("seed", "out_dir", "train.tensorboard")  # settings that do not change results
@@ -93,15 +94,7 @@ def _nan_low(value: float) -> float:
 
 def read_evals(metrics_file: Path, network: str = "student") -> tuple[dict[str, Any], ...]:
     """The eval records of ``metrics.jsonl`` for ``network``, the latest per iteration, sorted by iteration."""
-    by_iteration: dict[int, dict[str, Any]] = {}
-    for line in metrics_file.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line after a crash
-            continue
-        if "eval/miou19" in record and record.get("eval/model", "student") == network:
-            by_iteration[int(record["iteration"])] = record
-    return tuple(by_iteration[k] for k in sorted(by_iteration))
+    return eval_records(read_jsonl(metrics_file), network)
 
 
 def load_run(run_dir: str | Path, label: str | None = None, labeler: Labeler = dir_label) -> Run:
@@ -113,18 +106,19 @@ def load_run(run_dir: str | Path, label: str | None = None, labeler: Labeler = d
     path = Path(run_dir)
     if not path.is_dir():
         raise ReportError(f"{path}: {'a file' if path.exists() else 'no such folder'}; give a run directory")
-    config_file, metrics_file = path / "config.yaml", path / "metrics.jsonl"
-    for needed in (config_file, metrics_file):
+    run = RunDir(path)
+    metrics_file = run.metrics_file
+    for needed in (run.config_file, metrics_file):
         if not needed.is_file():
             raise ReportError(f"{path} is not a camix run directory: {needed.name} is missing")
     try:
-        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        evals = read_evals(metrics_file)
+        config = yaml.safe_load(run.config_file.read_text(encoding="utf-8")) or {}
+        evals = run.evals()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ReportError(f"{path}: cannot read its config.yaml or metrics.jsonl ({reason})") from None
     if not isinstance(config, dict):
-        raise ReportError(f"{config_file}: not a camix config (expected a mapping of keys)")
+        raise ReportError(f"{run.config_file}: not a camix config (expected a mapping of keys)")
     if not evals:
         raise ReportError(f"{metrics_file} has no evaluation yet; finish the run or set train.eval_every")
     return Run(path, config, evals, label if label is not None else labeler(path, config))

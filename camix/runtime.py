@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import random
+import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from camix.errors import ConfigError
+from camix.errors import CamixError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,18 @@ def select_device(spec: str, dist_info: Dist | None = None) -> torch.device:
         raise ConfigError(f"train.device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
-def init_distributed(device_spec: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPU)."""
+_STORE: list[Any] = []  # the rendezvous store of the process group (to ask which rank stopped answering)
+
+
+def init_distributed(device_spec: str, timeout: float = 300.0) -> Dist:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, gloo on CPU).
+
+    Args:
+        device_spec: ``train.device``.
+        timeout: seconds a collective waits for the other ranks before it fails (``train.dist_timeout``).
+    """
+    if not timeout > 0:
+        raise ConfigError(f"train.dist_timeout={timeout}: give the seconds a collective may wait, e.g. 300")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -59,8 +74,77 @@ def init_distributed(device_spec: str) -> Dist:
         use_nccl = device_spec != "cpu" and torch.cuda.is_available()
         if use_nccl:
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+        store, rank, size = next(dist.rendezvous("env://"))
+        dist.init_process_group(
+            backend="nccl" if use_nccl else "gloo",
+            store=store,
+            rank=rank,
+            world_size=size,
+            timeout=dt.timedelta(seconds=timeout),
+        )
+        _STORE[:] = [store]
     return info
+
+
+_FAILURE = re.compile(r"timed out|timeout|connection (closed|reset)|broken pipe|peer|gloo|nccl", re.IGNORECASE)
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a collective operation that another rank never joined (or left)."""
+    return isinstance(exc, getattr(dist, "DistError", ())) or bool(_FAILURE.search(str(exc)))
+
+
+class CollectiveTimeout(CamixError):
+    """A rank stopped answering in a distributed run (exit code 1)."""
+
+    exit_code = 1
+
+
+def silent_ranks(info: Dist, grace: float) -> list[int] | None:
+    """After a failed collective: the ranks that did not report a failure of their own within ``grace`` seconds.
+
+    Every rank whose collective fails writes a key into the rendezvous store; a rank that hangs (or died)
+    never does. None when the store cannot be asked (e.g. it lived in the rank that hangs).
+    """
+    if not _STORE:
+        return None
+    store, prefix = _STORE[0], f"camix/failed/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    try:
+        store.set_timeout(dt.timedelta(seconds=max(1.0, grace)))
+        store.set(f"{prefix}{info.rank}", "1")
+        deadline = time.monotonic() + grace
+        while True:
+            missing = [r for r in range(info.world_size) if not store.check([f"{prefix}{r}"])]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.1)
+    except Exception:  # the store is gone or frozen: say that we cannot tell
+        return None
+
+
+def collective_failure_message(exc: BaseException, info: Dist, timeout: float, hint: str) -> str:
+    """One line: which rank stopped answering, how long this one waited, the cause, and ``hint``."""
+    silent = silent_ranks(info, grace=min(5.0, max(1.0, timeout / 4)))
+    if silent:
+        who = f"rank {', '.join(map(str, silent))} stopped answering (hung or exited)"
+    elif silent == []:
+        who = "every rank saw the collective fail (a lost connection, or ranks running different operations)"
+    else:
+        who = "another rank stopped answering (which one is unknown: the rendezvous store did not answer)"
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return f"rank {info.rank}: {who}; collectives wait at most train.dist_timeout={timeout:g} s ({reason}); {hint}"
+
+
+@contextlib.contextmanager
+def guard_collectives(info: Dist, timeout: float, hint: str | Callable[[], str] = "") -> Iterator[None]:
+    """Under DDP, turn a failed collective raised inside into :class:`CollectiveTimeout` naming the silent rank."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not info.enabled or not is_collective_failure(exc):
+            raise
+        text = hint() if callable(hint) else hint
+        raise CollectiveTimeout(collective_failure_message(exc, info, timeout, text)) from None
 
 
 def shutdown_distributed() -> None:

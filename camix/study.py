@@ -2,15 +2,15 @@
 
 A study file (``configs/synthcity/study.yaml``) names the runs (a config file each), the seeds, the SynthCity
 to generate, overrides for every run, and the tables to write (rows by run name, a baseline row). Finished runs
-(a ``summary.json`` next to an unchanged ``config.yaml``) are skipped; interrupted ones resume from their last
-checkpoint. The results file holds the tables (mean ± std over seeds, gain over the baseline), the per-class
-IoU of the main comparison and the adaptation curves (PNG plus its data as CSV).
+(a valid ``summary.json`` next to an unchanged ``config.yaml``) are skipped; interrupted ones resume from their last
+checkpoint; a run directory holding a run of another config is moved aside (``<dir>.old-<time>``) and trained
+anew. The results file holds the tables (mean ± std over seeds, gain over the baseline), the per-class IoU of the
+main comparison and the adaptation curves (PNG plus its data as CSV).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -24,8 +24,9 @@ from typing import Annotated, Any
 import torch
 
 from camix.config import Config, from_dict, load_config, load_yaml_tree, to_dict
-from camix.errors import ConfigError
+from camix.errors import CamixError, ConfigError
 from camix.io import atomic_write_text
+from camix.rundir import RunDir
 from camix.validation import NonNegativeFloat, NonNegativeInt, PositiveInt, Range, check_ranges
 
 DEFAULT_DATA_PREFIX = "data/synthcity"
@@ -124,15 +125,33 @@ def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
     return load_config(file, [*study.overrides, f"seed={seed}", *extra, f"out_dir={run_dir(study, name, seed)}"])
 
 
-def is_finished(cfg: Config) -> bool:
-    """A run with a summary and the very same resolved config."""
-    folder = Path(cfg.out_dir)
-    if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
+def same_config(cfg: Config) -> bool:
+    """Whether ``cfg.out_dir`` holds a ``config.yaml`` that resolves to ``cfg`` (False when missing or unreadable)."""
+    run = RunDir(Path(cfg.out_dir))
+    if not run.config_file.is_file():
         return False
     try:
-        return load_config(folder / "config.yaml") == cfg
-    except ConfigError:  # saved by another version of camix: not the same run
+        return load_config(run.config_file) == cfg
+    except (CamixError, OSError):
         return False
+
+
+def is_finished(cfg: Config) -> bool:
+    """A run of the very same resolved config with a valid summary of its last iteration.
+
+    A missing, torn or garbage ``summary.json``, or one without final scores, is not finished.
+    """
+    return RunDir(Path(cfg.out_dir)).is_finished(cfg.train.iterations) and same_config(cfg)
+
+
+def continue_run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` in its ``out_dir``: resume the run there, or move it aside first when its config differs."""
+    from camix.train import train
+
+    changed = RunDir(Path(cfg.out_dir)).has_results() and not same_config(cfg)
+    if changed:
+        print(f"{cfg.out_dir} holds a run of another config: it is moved aside and the run starts over")
+    return train(cfg, resume=None if changed else "auto", restart=changed, progress=progress)
 
 
 def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
@@ -147,7 +166,6 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
 def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
     """Train what is missing, then write the results file; returns its path."""
     from camix.data.synthcity import ensure
-    from camix.train import train
 
     spec = study.synthcity
     if not only_report:
@@ -168,15 +186,16 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
             print(f"[{index}/{len(jobs)}] {name} seed {seed}: done before")
             continue
         t0 = time.perf_counter()
-        summary = train(cfg, resume="auto", progress=progress)
+        summary = continue_run(cfg, progress=progress)
         if "interrupted" in summary:
             print(f"study stopped during {name} seed {seed}; run the same command again to continue")
             raise SystemExit(130)
         trained += 1
         elapsed = time.perf_counter() - started
         left = sum(1 for _, _, c in jobs[index:] if not is_finished(c))
+        score = (summary.get("final") or {}).get("miou19", math.nan)
         print(
-            f"[{index}/{len(jobs)}] {name} seed {seed}: mIoU19 {summary['final']['miou19']:.1f} in "
+            f"[{index}/{len(jobs)}] {name} seed {seed}: mIoU19 {score:.1f} in "
             f"{(time.perf_counter() - t0) / 60:.1f} min; elapsed {elapsed / 60:.0f} min, "
             f"about {elapsed / trained * left / 60:.0f} min left"
         )
@@ -196,10 +215,9 @@ def _groups(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> dict
 
 def run_seconds(cfg: Config) -> float:
     """Mean seconds per iteration logged by a finished run."""
-    path = Path(cfg.out_dir) / "metrics.jsonl"
-    values = [json.loads(line).get("sec_per_iter") for line in path.read_text().splitlines()] if path.is_file() else []
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else float("nan")
+    values = [r.get("sec_per_iter") for r in RunDir(Path(cfg.out_dir)).metrics()]
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(numbers) / len(numbers) if numbers else float("nan")
 
 
 def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> Path:
@@ -290,11 +308,20 @@ def _finite_mean(values: Sequence[float]) -> float:
 
 
 def run_wall_seconds(cfg: Config) -> float:
-    """Wall time of a finished run: from its config.yaml (written at the start) to its summary.json."""
-    folder = Path(cfg.out_dir)
-    if not (folder / "summary.json").is_file():
+    """Wall time of a finished run over all its resumed legs (``seconds`` of its summary); nan when unfinished.
+
+    Summaries of older versions have no ``seconds``: then the time from config.yaml to summary.json.
+    """
+    run = RunDir(Path(cfg.out_dir))
+    summary = run.summary()
+    if summary is None:
         return math.nan
-    return (folder / "summary.json").stat().st_mtime - (folder / "config.yaml").stat().st_mtime
+    if isinstance(summary.get("seconds"), (int, float)):
+        return float(summary["seconds"])
+    try:
+        return run.summary_file.stat().st_mtime - run.config_file.stat().st_mtime
+    except OSError:
+        return math.nan
 
 
 def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
@@ -308,7 +335,7 @@ def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str
     lines += [
         "",
         f"Total wall time of the {len(walls)} finished runs: {sum(walls) / 3600:.2f} h (means over seeds above; "
-        "the time of a run counts from its config.yaml to its summary.json, so it includes evaluations).",
+        "the time of a run adds up its legs when it was resumed and includes its evaluations).",
     ]
     return "\n".join(lines)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,16 +29,20 @@ from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
 from camix.config import Config, to_dict
-from camix.errors import CamixError, CheckpointError, ConfigError
+from camix.errors import CamixError, CheckpointError, ConfigError, DataError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
 from camix.preflight import check_resume, preflight
+from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
+from camix.rundir import io_errors as io_errors_of
 from camix.runtime import (
     Dist,
     all_gather_objects,
     all_reduce_,
+    guard_collectives,
     init_distributed,
+    is_collective_failure,
     rng_state,
     seed_everything,
     select_device,
@@ -44,10 +50,10 @@ from camix.runtime import (
 )
 from camix.tensorboard import TensorBoardLog
 from camix.train_support import (
-    MetricsLog,
     StopSignal,
     build_train_iterators,
     evaluate_distributed,
+    evaluation_failure,
     load_or_build_prior,
     prepare_run_dir,
     save_debug_panel,
@@ -120,11 +126,14 @@ def optimisation_step(
 
 
 class Trainer:
-    """Holds the state of one run; :meth:`fit` is the loop."""
+    """Holds the state of one run; :meth:`fit` is the loop.
 
-    def __init__(self, cfg: Config, *, resume: str | None = None, progress: bool = True) -> None:
+    The run directory is locked from construction until :meth:`fit` returns (or :meth:`close`).
+    """
+
+    def __init__(self, cfg: Config, *, resume: str | None = None, restart: bool = False, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
-        self.dist: Dist = init_distributed(cfg.train.device)
+        self.dist: Dist = init_distributed(cfg.train.device, cfg.train.dist_timeout)
         self.device = select_device(cfg.train.device, self.dist)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -133,19 +142,39 @@ class Trainer:
         validate_config(cfg)  # bad values and missing files are refused before the run directory is touched
         preflight(cfg)
         check_resume(resume, cfg)
-        self.run_dir = prepare_run_dir(cfg, self.dist)
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.dist.is_main)
+        self.board = TensorBoardLog(None)  # replaced once the run directory and the start iteration are known
+        self.run, self.lock = prepare_run_dir(cfg, self.dist, resume=resume, restart=restart)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: str | None) -> None:
+        cfg = self.cfg
+        self.run_dir = self.run.path
+        self.log = MetricsLog(self.run, enabled=self.dist.is_main)
+        self.started, self.seconds_before, self.leg_start = time.time(), 0.0, time.perf_counter()
+        self.last_scores: dict[str, Any] | None = None
+        self._lr = cfg.optim.lr
         self._build_models()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
-        rng_states = self._resume(resume)
-        board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
-        self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start are this run's
-        self._build_data()
+        with self._io_errors():
+            rng_states = self._resume(resume)
+            board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
+            self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start: this run's
+            self._build_data()
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
         seed_everything(cfg.seed + self.dist.rank)
         if rng_states is not None:
             self._restore_rng(rng_states)
+
+    def close(self) -> None:
+        """Close the TensorBoard log and release the run directory's lock (idempotent)."""
+        self.board.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # ----- construction -------------------------------------------------------------------------------
     def _build_models(self) -> None:
@@ -223,7 +252,12 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state.get("best", self.best)
+        clock = state.get("clock") or {}
+        self.started, self.seconds_before = clock.get("started", self.started), float(clock.get("seconds", 0.0))
         self.log.truncate_after(self.iteration)
+        for record in self.run.evals():  # an evaluation at the checkpoint's iteration ran after it was saved
+            if record["eval/miou19"] > self.best["miou19"]:
+                self.best = {"miou19": record["eval/miou19"], "iteration": record["iteration"]}
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
         return list(state.get("rng", []))
 
@@ -260,7 +294,12 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": rng,
             "best": self.best,
+            "clock": {"started": self.started, "seconds": self._seconds()},
         }
+
+    def _seconds(self) -> float:
+        """Wall seconds of this run so far, over every resumed leg (up to each leg's last checkpoint)."""
+        return self.seconds_before + time.perf_counter() - self.leg_start
 
     def save(self, snapshot: bool = True) -> None:
         """Write ``last.pt`` (and a numbered snapshot); collective under DDP, rank 0 writes."""
@@ -272,8 +311,18 @@ class Trainer:
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train until ``train.iterations`` (or stop early at ``until``, saving a checkpoint, as a signal would).
 
-        Returns the final summary (scores in percent), or ``{"interrupted": ...}`` when stopped early.
+        Returns the final summary (scores in percent), or ``{"interrupted": ...}`` when stopped early. The
+        run directory's lock is released on return. I/O errors become one line naming the file and the last
+        good checkpoint (exit code 2); a rank that stops answering under DDP is named (exit code 1).
         """
+        try:
+            timeout = self.cfg.train.dist_timeout
+            with self._io_errors(), guard_collectives(self.dist, timeout, lambda: self._resume_hint):
+                return self._fit(until)
+        finally:
+            self.close()
+
+    def _fit(self, until: int | None) -> dict[str, Any]:
         cfg, total = self.cfg, self.cfg.train.iterations
         bar = tqdm(
             total=total,
@@ -285,7 +334,10 @@ class Trainer:
         )
         sums: dict[str, torch.Tensor] = {}
         tick, done_since_log = time.perf_counter(), 0
-        with StopSignal() as stop:
+        with StopSignal(parent=os.getppid() if self.dist.enabled else None) as stop:
+            if self._evaluation_pending() and self._evaluate_and_log(bar, stop) is None:
+                bar.close()
+                return self._interrupted(stop.signal_name)
             while self.iteration < total:
                 losses = self.train_step()
                 for name, value in losses.items():
@@ -295,21 +347,39 @@ class Trainer:
                 bar.update(1)
                 at_end = self.iteration == total
                 stopping = self._should_stop(stop) or self.iteration == until
-                eval_due = self._due(cfg.train.eval_every) or at_end
-                save_due = self._due(cfg.train.checkpoint_every) or at_end or stopping
+                eval_due = (self._due(cfg.train.eval_every) or at_end) and not stopping  # resumed runs evaluate
+                save_due = self._due(cfg.train.checkpoint_every) or at_end or stopping or eval_due
                 if self._due(cfg.train.log_every) or eval_due or save_due:  # losses checked before any save
                     seconds = (time.perf_counter() - tick) / done_since_log
                     self._log_losses(sums, done_since_log, seconds, bar)
                     sums, tick, done_since_log = {}, time.perf_counter(), 0
-                if eval_due:
-                    self._evaluate_and_log(bar)
-                if save_due:
-                    self.save()
+                if save_due:  # before evaluating: a failing or killed evaluation loses nothing
+                    self.save(snapshot=self._due(cfg.train.checkpoint_every) or at_end or stopping)
+                if eval_due and self._evaluate_and_log(bar, stop) is None:
+                    stopping = True
                 if stopping:
                     bar.close()
                     return self._interrupted(stop.signal_name or f"until={until}")
         bar.close()
         return self._summary()
+
+    def _eval_due_at(self, iteration: int) -> bool:
+        every = self.cfg.train.eval_every
+        return iteration > 0 and (iteration == self.cfg.train.iterations or (every > 0 and iteration % every == 0))
+
+    def _evaluation_pending(self) -> bool:
+        """A resumed checkpoint whose evaluation never finished (a kill, a stop or an error during it)."""
+        if not self._eval_due_at(self.iteration):
+            return False
+        done = any(r["iteration"] == self.iteration for r in self.run.evals()) if self.dist.is_main else None
+        return not all_gather_objects(done, self.dist)[0]  # rank 0 holds the log: every rank follows it
+
+    @property
+    def _resume_hint(self) -> str:
+        return resume_hint(self.run) if self.dist.is_main else f"see rank 0; checkpoints: {self.run.checkpoints}"
+
+    def _io_errors(self) -> Any:
+        return io_errors_of(self.run)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One iteration; returns the detached named losses (still on the device)."""
@@ -358,7 +428,7 @@ class Trainer:
         return every > 0 and self.iteration % every == 0
 
     def _should_stop(self, stop: StopSignal) -> bool:
-        flag = torch.tensor([1.0 if stop.requested else 0.0])
+        flag = torch.tensor([1.0 if stop.poll() else 0.0])
         if self.dist.enabled:
             flag = all_reduce_(flag.to(self.device), self.dist, op="max").cpu()
         return bool(flag.item())
@@ -380,16 +450,21 @@ class Trainer:
         self.board.scalars(record)
         bar.set_postfix(loss=f"{values['total']:.3f}", s_it=f"{seconds:.2f}")
 
-    def _evaluate_and_log(self, bar: tqdm) -> EvalResult:
-        result = evaluate_distributed(self.model, self.cfg, self.device, self.dist)
+    def _evaluate_and_log(self, bar: tqdm, stop: StopSignal) -> EvalResult | None:
+        """Evaluate at this iteration (its checkpoint already saved); None when a stop signal ended it early."""
+        try:
+            result = evaluate_distributed(self.model, self.cfg, self.device, self.dist, stop=lambda: stop.requested)
+        except (DataError, OSError, RuntimeError) as exc:
+            if self.dist.enabled and is_collective_failure(exc):
+                raise
+            raise evaluation_failure(exc, self.iteration, self._resume_hint) from None
+        if result is None:
+            return None
         scores = result.as_dict()
         self.last_scores = scores
-        record = {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
-        self.log.write(record)
-        self.board.scalars(record)
         if scores["miou19"] > self.best["miou19"]:
             self.best = {"miou19": scores["miou19"], "iteration": self.iteration}
-            if self.dist.is_main:
+            if self.dist.is_main:  # best.pt before the record: a logged evaluation always has its best.pt
                 save_best(
                     {
                         "iteration": self.iteration,
@@ -401,32 +476,55 @@ class Trainer:
                     },
                     self.run_dir,
                 )
-        bar.write(f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.best['miou19']:.2f})")
+        record = {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
+        self.log.write(record)
+        self.board.scalars(record)
+        if self.dist.is_main:
+            bar.write(f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.best['miou19']:.2f})")
         return result
 
     def _summary(self) -> dict[str, Any]:
-        scores = getattr(self, "last_scores", None)
+        """The summary of a finished run (written once; a finished run resumed again returns it unchanged)."""
+        existing = self.run.summary() if self.dist.is_main and self.last_scores is None else None
+        if existing is not None and existing["iteration"] == self.iteration:
+            LOG.info("%s: the run had already finished at iteration %d", self.run_dir, self.iteration)
+            return existing
+        scores = self.last_scores
+        if scores is None and self.dist.is_main:  # resumed after the final evaluation: take it from the log
+            records = [r for r in self.run.evals() if r["iteration"] == self.iteration]
+            scores = scores_of(records[-1]) if records else None
         summary = {
             "run_dir": str(self.run_dir),
             "iteration": self.iteration,
             "final": scores,
             "best": self.best,
-            "checkpoint": str(self.run_dir / "checkpoints" / "last.pt"),
+            "checkpoint": str(self.run.checkpoints / "last.pt"),
+            "started": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(self._seconds(), 3),
         }
-        self.log.write_summary(summary)
-        self.board.close()
+        if scores is not None:
+            self.log.write_summary(summary)
         return summary
 
     def _interrupted(self, signal_name: str) -> dict[str, Any]:
-        message = (
-            f"stopped by {signal_name} at iteration {self.iteration}; checkpoint saved. Resume with: "
-            f"camix train -c {self.run_dir / 'config.yaml'} --resume auto"
-        )
-        LOG.warning(message)
-        self.board.close()
-        return {"run_dir": str(self.run_dir), "iteration": self.iteration, "interrupted": signal_name}
+        message = f"stopped by {signal_name} at iteration {self.iteration}; {self._resume_hint}"
+        if self.dist.is_main:
+            LOG.warning(message)
+        return {
+            "run_dir": str(self.run_dir),
+            "iteration": self.iteration,
+            "interrupted": signal_name,
+            "resume": resume_command(self.run.config_file),
+        }
 
 
-def train(cfg: Config, *, resume: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Build a :class:`Trainer` for ``cfg`` and run it to the end (or to a stop signal)."""
-    return Trainer(cfg, resume=resume, progress=progress).fit()
+def train(cfg: Config, *, resume: str | None = None, restart: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build a :class:`Trainer` for ``cfg`` and run it to the end (or to a stop signal).
+
+    Args:
+        cfg: the resolved config.
+        resume: None for a new run (refused when ``out_dir`` already holds one), ``"auto"`` or a checkpoint.
+        restart: move a previous run in ``out_dir`` aside and start over.
+        progress: show a progress bar.
+    """
+    return Trainer(cfg, resume=resume, restart=restart, progress=progress).fit()

@@ -1,13 +1,15 @@
-"""The pieces the training loop plugs together: run directory, metrics log, stop signals, data, prior, panels."""
+"""The pieces the training loop plugs together: claiming the run directory, stop signals, data, eval, prior."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -19,8 +21,8 @@ from torch.utils.data import DataLoader, Subset
 
 from camix.config import Config, DatasetConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
-from camix.evaluate import EvalResult, evaluate
-from camix.io import atomic_write_text
+from camix.evaluate import EvalResult, EvaluationStopped, evaluate
+from camix.rundir import RunDir, RunDirError, RunLock, claim
 from camix.runtime import Dist, all_gather_objects, all_reduce_
 
 LOG = logging.getLogger("camix.train")
@@ -32,64 +34,44 @@ def barrier(info: Dist) -> None:
         dist.barrier()
 
 
-def prepare_run_dir(cfg: Config, info: Dist) -> Path:
-    """Create the run directory and save the resolved config into it (rank 0); fail clearly if not writable."""
-    run_dir = Path(cfg.out_dir)
+def prepare_run_dir(
+    cfg: Config, info: Dist, *, resume: str | None = None, restart: bool = False
+) -> tuple[RunDir, RunLock | None]:
+    """Lock the run directory and save the resolved config (rank 0); every rank raises the same one-line error.
+
+    See :func:`camix.rundir.claim` for what is refused; the lock is held until :meth:`RunLock.release`.
+    """
+    lock, error = None, None
     if info.is_main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        except OSError as exc:
-            raise CamixError(
-                f"output directory {run_dir} is not writable ({exc.strerror}); choose another with --set out_dir=DIR"
-            ) from None
-    barrier(info)
-    return run_dir
-
-
-class MetricsLog:
-    """Append-only JSON-lines log (``metrics.jsonl``) plus ``summary.json``; only rank 0 writes."""
-
-    def __init__(self, path: Path, *, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
-        if self.enabled:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict[str, Any]]:
-        """All records written so far (a torn last line from a crash is skipped)."""
-        if not self.path.is_file():
-            return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
-
-    def truncate_after(self, iteration: int) -> None:
-        """Drop records logged after ``iteration`` (they belong to the part of a run that a resume repeats)."""
-        if self.enabled and self.path.is_file():
-            kept = [r for r in self.read() if r.get("iteration", 0) <= iteration]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        """Write ``summary.json`` beside the log."""
-        if self.enabled:
-            atomic_write_text(self.path.parent / "summary.json", json.dumps(summary, indent=2))
+            _, lock = claim(cfg.out_dir, dump_config(cfg), resume=resume, restart=restart)
+        except CamixError as exc:
+            error = str(exc)
+    error = all_gather_objects(error, info)[0]
+    if error is not None:
+        raise RunDirError(error)
+    return RunDir(Path(cfg.out_dir)), lock
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts."""
+    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts.
 
-    def __init__(self) -> None:
+    With ``parent`` (the launcher's PID under torchrun), :meth:`poll` also turns the launcher's exit into a
+    request: workers orphaned by a killed ``torchrun`` save and stop instead of writing on.
+    """
+
+    def __init__(self, parent: int | None = None) -> None:
         self.requested = False
         self.signal_name = ""
+        self.parent = parent
         self._previous: dict[int, Any] = {}
+
+    def poll(self) -> bool:
+        """Whether a stop was requested (checking the launcher first)."""
+        if self.parent is not None and not self.requested and os.getppid() != self.parent:
+            self.requested, self.signal_name = True, "the exit of the torchrun launcher"
+            LOG.warning("the launcher (PID %d) exited: saving a checkpoint and stopping", self.parent)
+        return self.requested
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -143,28 +125,66 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
     return source, target, image_size(target_ds)
 
 
-def evaluate_distributed(model: nn.Module, cfg: Config, device: torch.device, info: Dist) -> EvalResult:
-    """Evaluate on ``data.val``; under DDP each rank takes a shard and the confusion matrices are summed."""
+class EvaluationFailed(CamixError):
+    """An evaluation during training failed; the checkpoint of that iteration was saved before it."""
+
+    exit_code = 2  # 1 when the cause is not bad input (e.g. out of memory)
+
+
+def evaluation_failure(exc: Exception, iteration: int, hint: str) -> EvaluationFailed:
+    """One line for an evaluation that raised: the iteration, the cause, and how to resume (exit 2 for bad data)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    error = EvaluationFailed(f"the evaluation at iteration {iteration} failed ({reason}); {hint} (it evaluates first)")
+    error.exit_code = 2 if isinstance(exc, DataError) else 1
+    return error
+
+
+def evaluate_distributed(
+    model: nn.Module, cfg: Config, device: torch.device, info: Dist, stop: Callable[[], bool] | None = None
+) -> EvalResult | None:
+    """Evaluate on ``data.val``; under DDP each rank takes a shard and the confusion matrices are summed.
+
+    The global RNG states are left as they were (a DataLoader draws its seed from them), so a run that
+    evaluates and one resumed after that evaluation continue identically. ``stop`` is asked between batches;
+    when it stops any rank, every rank returns None (after one agreeing all-reduce).
+    """
     dataset = _dataset(cfg.data.val, None, False)
     if info.enabled:
         dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(
         dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.data.workers, pin_memory=device.type == "cuda"
     )
-    result = evaluate(
-        model,
-        loader,
-        num_classes=cfg.model.num_classes,
-        device=device,
-        flip=cfg.eval.flip,
-        window=cfg.eval.sliding_window,
-    )
+    devices = [device] if device.type == "cuda" else []
+    stopped = False
+    with torch.random.fork_rng(devices=devices):
+        try:
+            result = evaluate(
+                model,
+                loader,
+                num_classes=cfg.model.num_classes,
+                device=device,
+                flip=cfg.eval.flip,
+                window=cfg.eval.sliding_window,
+                stop=stop,
+            )
+        except EvaluationStopped:
+            stopped = True
+    flag = all_reduce_(torch.tensor([float(stopped)], device=device), info, op="max")
+    if flag.item() > 0:
+        return None
     return EvalResult(all_reduce_(result.confusion, info))
 
 
 def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
-    """Where the spatial prior of ``data.source`` at ``size`` is cached: in the source root, else the run dir."""
-    key = json.dumps([to_dict(cfg.data.source), list(size), cfg.model.num_classes], sort_keys=True)
+    """Where the spatial prior of ``data.source`` at ``size`` is cached: in the source root, else the run dir.
+
+    The name holds a hash of the source config, the size, the class count and :func:`label_fingerprint` (every
+    label file's name, size and modification time), so a regenerated or edited dataset gets a new prior.
+    """
+    from camix.data.prior import label_fingerprint
+
+    data = label_fingerprint(cfg.data.source)  # the label files themselves: a changed dataset is a new prior
+    key = json.dumps([to_dict(cfg.data.source), list(size), cfg.model.num_classes, data], sort_keys=True)
     name = f"prior_{cfg.data.source.name}_{size[0]}x{size[1]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
     folder = Path(cfg.data.source.root) / ".camix_cache"
     try:

@@ -21,7 +21,21 @@ def test_rotation_keeps_the_newest_snapshots(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     assert sorted(p.name for p in folder.glob("iter_*.pt")) == ["iter_0000030.pt", "iter_0000040.pt"]
     assert load_checkpoint(folder / "last.pt")["iteration"] == 40
-    assert load_checkpoint(folder / "iter_0000030.pt")["iteration"] == 30  # a hard link keeps its own content
+    assert load_checkpoint(folder / "iter_0000030.pt")["iteration"] == 30
+
+
+def test_a_snapshot_is_a_copy_so_damage_to_last_does_not_reach_it(tmp_path: Path) -> None:
+    save_checkpoint(state(10), tmp_path, keep=2)
+    folder = tmp_path / "checkpoints"
+    last, snapshot = folder / "last.pt", folder / "iter_0000010.pt"
+    assert last.stat().st_ino != snapshot.stat().st_ino and last.stat().st_nlink == 1
+    with last.open("r+b") as handle:  # damaged in place (a bad disk block, a stray write)
+        handle.write(b"\x00" * 64)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(last)
+    assert load_checkpoint(snapshot)["iteration"] == 10
+    found = find_resume(tmp_path)
+    assert found == snapshot
 
 
 def test_find_resume_skips_a_corrupt_last(tmp_path: Path) -> None:

@@ -104,6 +104,13 @@ def test_inputs_and_output_names(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(PredictError, match=r"no \.png"):
         find_inputs([tmp_path / "empty"])
+    (tmp_path / "links").mkdir()
+    write_image(tmp_path / "links" / "ok.png", (4, 4), 0)
+    (tmp_path / "links" / "gone.png").symlink_to(tmp_path / "deleted.png")  # e.g. a dataset moved away
+    with pytest.raises(PredictError, match=r"links/gone\.png: symbolic link to a missing file \(.*deleted\.png\)"):
+        find_inputs([tmp_path / "links"])
+    with pytest.raises(PredictError, match=r"gone\.png: symbolic link to a missing file"):
+        find_inputs([tmp_path / "links" / "gone.png"])
     assert parse_size("1024x512") == (1024, 512)
     with pytest.raises(ValueError):
         parse_size("1024")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -30,8 +31,13 @@ def test_resumed_run_reproduces_the_uninterrupted_one(tiny_config, tmp_path: Pat
     stopped = replace(straight, out_dir=str(tmp_path / "stopped"))
     first = Trainer(stopped, progress=False).fit(until=4)
     assert first["interrupted"] and first["iteration"] == 4
-    assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["iteration"] == 4
-    Trainer(stopped, resume="auto", progress=False).fit()
+    first_leg = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert first_leg["iteration"] == 4
+    summary = Trainer(stopped, resume="auto", progress=False).fit()
+    started = dt.datetime.fromtimestamp(first_leg["clock"]["started"], dt.timezone.utc).isoformat(timespec="seconds")
+    assert summary["started"] == started  # the start of the first leg; seconds add up over the legs
+    assert summary["seconds"] > first_leg["clock"]["seconds"] > 0
+    assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["seconds"] == summary["seconds"]
 
     expected = loss_records(Path(straight.out_dir))
     assert [r["iteration"] for r in expected] == [1, 2, 3, 4, 5, 6]

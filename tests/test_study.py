@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from camix.cli import main
+from camix.config import dump_config
 from camix.errors import ConfigError
 from camix.study import NOTES_MARKER, load_study, plan
 from tests.conftest import TINY_SIZE
@@ -74,3 +76,47 @@ def test_study_rejects_unknown_rows(tmp_path: Path) -> None:
     path.write_text("runz: {}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'study\.runz'"):
         load_study(path)
+
+
+def test_report_only_survives_torn_metrics_and_counts_time_over_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        f"out_dir: {tmp_path / 'runs'}\nresults: {tmp_path / 'RESULTS.md'}\nseeds: [0]\n"
+        "overrides: [train.iterations=20]\nruns: {source_only: configs/synthcity/source_only.yaml}\n"
+        "tables: [{title: Main, rows: [source_only], baseline: source_only}]\n"
+    )
+    (_, _, cfg), *_ = plan(load_study(path))
+    run = Path(cfg.out_dir)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(cfg))
+    records = [
+        {"iteration": 10, "lr": 0.1, "sec_per_iter": 0.5, "loss/total": 1.0},
+        {"iteration": 20, "lr": 0.1, "sec_per_iter": 1.5, "loss/total": 0.5},
+        {"iteration": 20, "eval/model": "student", "eval/miou19": 33.0, "eval/miou16": 34.0, "eval/miou13": 35.0},
+    ]
+    torn = "".join(json.dumps(r) + "\n" for r in records) + '{"iteration": 21, "sec_per'  # killed mid-write
+    (run / "metrics.jsonl").write_text(torn)
+    summary = {"iteration": 20, "final": {"miou19": 33.0}, "started": "2026-01-01T00:00:00+00:00", "seconds": 5400.0}
+    (run / "summary.json").write_text(json.dumps(summary))  # 90 minutes over all resumed legs
+    assert main(["study", str(path), "--report-only", "--no-progress"]) == 0
+    assert "done before" in capsys.readouterr().out
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "| source_only | 20 | 1.000 | 90.0 |" in results  # mean s/iteration of the two records; wall minutes
+    assert "Total wall time of the 1 finished runs: 1.50 h" in results
+
+
+def test_a_run_of_another_config_is_moved_aside_not_resumed(tiny_config, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from camix.config import replace
+    from camix.study import continue_run, is_finished
+
+    cfg = tiny_config("source_only")
+    first = continue_run(cfg, progress=False)
+    assert continue_run(cfg, progress=False)["final"]["miou19"] == first["final"]["miou19"]  # resumed: finished
+    changed = replace(cfg, seed=1)
+    assert not is_finished(changed)
+    continue_run(changed, progress=False)
+    assert "is moved aside" in capsys.readouterr().out
+    (old,) = Path(cfg.out_dir).parent.glob("source_only.old-*")
+    assert "seed: 0" in (old / "config.yaml").read_text() and is_finished(changed) and not is_finished(cfg)

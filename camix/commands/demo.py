@@ -9,7 +9,6 @@ Finished stages are reused when the demo runs again with the same settings.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -59,15 +58,15 @@ def ensure_synthcity(folder: Path, progress: bool) -> dict[str, Any]:
 
 def train_stage(cfg: Config, title: str, progress: bool) -> dict[str, Any] | None:
     """Train one stage (or reuse it when finished with the same config); None when interrupted."""
-    from camix.study import is_finished
-    from camix.train import train
+    from camix.rundir import RunDir
+    from camix.study import continue_run, is_finished
 
-    summary_file = Path(cfg.out_dir) / "summary.json"
-    if is_finished(cfg):
+    summary = RunDir(Path(cfg.out_dir)).summary()
+    if summary is not None and is_finished(cfg):
         print(f"{title}: reusing the finished run in {cfg.out_dir}")
-        return dict(json.loads(summary_file.read_text()))
+        return summary
     print(f"{title}: {cfg.train.iterations} iterations -> {cfg.out_dir}")
-    summary = train(cfg, resume="auto", progress=progress)
+    summary = continue_run(cfg, progress=progress)
     if "interrupted" in summary:
         print(f"demo interrupted; run camix demo again to continue from {cfg.out_dir}")
         return None

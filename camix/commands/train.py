@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from camix.commands.common import add_config_arguments, config_from_args
 
@@ -11,18 +12,27 @@ HELP = "train a model (source-only, oracle, mean teacher + CutMix/CowMix/DACS/iD
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-c``, ``--set``, ``--resume``, ``--no-progress``."""
+    """``-c``, ``--set``, ``--resume`` or ``--restart``, ``--no-progress``."""
     add_config_arguments(parser)
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume",
         metavar="auto|PATH",
         help="continue from a checkpoint: 'auto' takes the newest good one in the run directory",
+    )
+    start.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over in a run directory that holds a run (the old one is moved to <out_dir>.old-<time>)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; exit 0 when finished, 130/143 when stopped by SIGINT/SIGTERM (after saving a checkpoint)."""
+    """Train; exit 0 when finished, 130/143 when stopped by SIGINT/SIGTERM (after saving a checkpoint).
+
+    Under torchrun only rank 0 prints.
+    """
     from camix.preflight import check_resume, preflight
     from camix.runtime import shutdown_distributed
     from camix.train import train
@@ -30,15 +40,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, checks=[preflight])  # values, their relations and the files they name
     check_resume(args.resume, cfg)
     try:
-        summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+        summary = train(cfg, resume=args.resume, restart=args.restart, progress=not args.no_progress)
     finally:
         shutdown_distributed()
+    main = int(os.environ.get("RANK", "0")) == 0
     if "interrupted" in summary:
-        print(
-            f"stopped at iteration {summary['iteration']}; resume with: "
-            f"camix train -c {summary['run_dir']}/config.yaml --resume auto"
-        )
+        if main:
+            print(f"stopped at iteration {summary['iteration']}; resume with: {summary['resume']}")
         return 130 if summary["interrupted"] == "SIGINT" else 143
+    if not main:
+        return 0
     final = summary.get("final") or {}
     print(
         json.dumps(

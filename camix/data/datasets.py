@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,25 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
     """
     if cfg.name not in FINDERS:
         raise ConfigError(f"unknown dataset '{cfg.name}' (valid names: {', '.join(FINDERS)})")
+    refuse_partial_synthcity(cfg.root)
     return FINDERS[cfg.name](cfg)
+
+
+def refuse_partial_synthcity(root: str) -> None:
+    """Raise a DataError when ``root`` belongs to a SynthCity whose generation was interrupted.
+
+    ``camix data synthcity`` keeps a marker file in its output folder while it writes; the dataset roots are
+    that folder's ``gta/`` and ``cityscapes/``, so the marker is looked for in ``root`` and in its parent.
+    """
+    from camix.data.synthcity.writer import PARTIAL
+
+    folder = Path(root).expanduser()
+    for candidate in (folder, folder.parent):
+        if (candidate / PARTIAL).exists():
+            raise DataError(
+                f"{candidate}: SynthCity generation was interrupted (marker {PARTIAL} present), so the dataset is "
+                f"incomplete; generate it again with `camix data synthcity --out {candidate}` and the same options"
+            )
 
 
 class ItemError(DataError):

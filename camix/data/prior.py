@@ -12,7 +12,9 @@ File format (``torch.save``, written atomically): ``{"prior": float32 Tensor[C, 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -126,11 +128,12 @@ def save_prior(path: str | Path, prior: torch.Tensor, meta: dict[str, Any]) -> N
         prior: ``Tensor[C, H, W]``.
         meta: ``size`` (W, H), ``dataset``, ``root``, ``num_images``, and optionally the per-class statistics of
             :func:`compute_prior`, either as ``meta`` itself (``meta = stats``) or under ``meta["stats"]``;
-            the statistics go to the JSON file beside ``path`` (:func:`stats_path`), also atomically.
+            the statistics go to the JSON file beside ``path`` (:func:`stats_path`), also atomically. A
+            ``fingerprint`` (:func:`label_fingerprint`) is kept in the file.
     """
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else (meta if "classes" in meta else None)
     merged = {**(stats or {}), **{k: v for k, v in meta.items() if k != "stats"}}
-    record = {k: merged[k] for k in ("dataset", "root", "num_images") if k in merged}
+    record = {k: merged[k] for k in ("dataset", "root", "num_images", "fingerprint") if k in merged}
     record["size"] = tuple(int(v) for v in merged.get("size", (prior.shape[-1], prior.shape[-2])))
     atomic_torch_save({"prior": prior.detach().to("cpu", torch.float32).contiguous(), **record}, path)
     if stats is not None:
@@ -163,13 +166,36 @@ def load_prior_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def label_fingerprint(cfg: DatasetConfig) -> str:
+    """A hash of the label files of ``cfg``: their paths (relative to the root), sizes and modification times.
+
+    It changes when the dataset is regenerated, extended, cut down or edited, so caches keyed on it never
+    serve a prior computed from other labels. Stats every label file (no decoding).
+    """
+    root = Path(cfg.root).expanduser()
+    digest = hashlib.sha1()
+    for sample in find_samples(cfg):
+        try:
+            stat = sample.label.stat()
+            entry = f"{sample.label.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+        except (OSError, ValueError):
+            entry = f"{sample.label}\tmissing\n"
+        digest.update(os.fsencode(entry))
+    return digest.hexdigest()[:16]
+
+
 def cached_prior(cfg: DatasetConfig, size_wh: SizeWH, path: str | Path, *, progress: bool = True) -> torch.Tensor:
-    """Load the prior at ``path`` when it matches ``cfg.name`` and ``size_wh``, else compute and save it there."""
+    """Load the prior at ``path`` when it was computed from these very label files at ``size_wh``, else compute it.
+
+    A file of the same dataset and size but other label files (:func:`label_fingerprint`) is recomputed.
+    """
     file = Path(path)
+    fingerprint = label_fingerprint(cfg)
     if file.is_file():
         record = load_prior_record(file)
-        if record.get("dataset") == cfg.name and tuple(record.get("size", ())) == tuple(size_wh):
+        same = record.get("dataset") == cfg.name and tuple(record.get("size", ())) == tuple(size_wh)
+        if same and record.get("fingerprint") == fingerprint:
             return record["prior"]
     prior, stats = compute_prior(cfg, size_wh, progress=progress)
-    save_prior(file, prior, stats)
+    save_prior(file, prior, {"stats": stats, "fingerprint": fingerprint})
     return prior

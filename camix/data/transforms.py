@@ -71,14 +71,29 @@ class Sample:
     label_format: LabelFormat
 
 
+IMAGE_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr")
+"""PIL modes that ``convert("RGB")`` maps correctly to 8-bit RGB. Others (16-bit ``I;16``, 32-bit ``I``, float
+``F``) would be clipped to 0..255 (a 16-bit photo turns almost all white), so they are refused."""
+
+
+def check_image_mode(path: Path, mode: str) -> None:
+    """Raise a DataError for an image mode that camix would not read correctly."""
+    if mode not in IMAGE_MODES:
+        raise DataError(
+            f"{path}: image mode {mode} (16-bit, 32-bit or float pixels) is not supported; convert it to 8-bit "
+            f"RGB (e.g. `convert in.png -depth 8 out.png`), and {CHECK_HINT}"
+        )
+
+
 def open_image(path: Path) -> Image.Image:
     """Decode an image file completely into an RGB PIL image.
 
     Raises:
-        DataError: the file is missing, truncated or not an image.
+        DataError: the file is missing, truncated, not an image, or in a mode not in :data:`IMAGE_MODES`.
     """
     try:
         with Image.open(path) as img:
+            check_image_mode(path, img.mode)
             img.load()
             return img if img.mode == "RGB" else img.convert("RGB")
     except FileNotFoundError:
@@ -88,9 +103,10 @@ def open_image(path: Path) -> Image.Image:
 
 
 def image_size(path: Path) -> SizeWH:
-    """The (width, height) of an image file from its header (no decoding)."""
+    """The (width, height) of an image file from its header (no decoding); DataError for modes camix cannot read."""
     try:
         with Image.open(path) as img:
+            check_image_mode(path, img.mode)
             return img.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot read image header ({exc}); re-extract or replace the file") from None

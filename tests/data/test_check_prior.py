@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,14 @@ from _realdata import make_cityscapes, make_gta5, make_synthia, noise_image, sav
 
 from camix.config import DatasetConfig
 from camix.data.check import check_dataset, format_report
-from camix.data.prior import cached_prior, compute_prior, load_prior, load_prior_record, save_prior
+from camix.data.prior import (
+    cached_prior,
+    compute_prior,
+    label_fingerprint,
+    load_prior,
+    load_prior_record,
+    save_prior,
+)
 from camix.errors import DataError
 
 # two GTA5 label maps (labelIds) and their trainIds: road 7->0, sidewalk 8->1, car 26->13, unlabeled 0->255
@@ -62,9 +70,29 @@ def test_save_load_and_cache_prior(tmp_path: Path) -> None:
     assert record["size"] == (4, 2) and record["dataset"] == "gta5" and record["num_images"] == 2
     stats = json.loads((tmp_path / "out" / "prior.json").read_text())
     assert stats["classes"][13]["pixels"] == 4
-    save_prior(path, torch.full((19, 2, 4), 1 / 19), {"size": (4, 2), "dataset": "gta5"})
+    uniform = {"size": (4, 2), "dataset": "gta5", "fingerprint": label_fingerprint(cfg)}
+    save_prior(path, torch.full((19, 2, 4), 1 / 19), uniform)
     assert torch.allclose(cached_prior(cfg, (4, 2), path, progress=False), torch.tensor(1 / 19))  # cache hit
     assert torch.allclose(cached_prior(cfg, (2, 1), path, progress=False).sum(0), torch.ones(1, 2))  # recomputed
+
+
+def test_cached_prior_is_recomputed_when_the_labels_change(tmp_path: Path) -> None:
+    cfg = DatasetConfig(name="gta5", root=str(two_label_gta(tmp_path / "gta")))
+    path = tmp_path / "prior.pt"
+    cached_prior(cfg, (4, 2), path, progress=False)
+    relabelled = tmp_path / "gta" / "labels" / "00002.png"
+    stamp = relabelled.stat().st_mtime_ns
+    save(relabelled, LABEL_A)  # the dataset is regenerated (a moment later): B becomes A
+    os.utime(relabelled, ns=(stamp + 10**9, stamp + 10**9))
+    prior = cached_prior(cfg, (4, 2), path, progress=False)
+    road, car = 0, 13
+    assert prior[road, 0, 0] == 1.0 and prior[car, 1, 3] == 1.0 and prior[road, 1, 3] == 0.0  # A alone, not A+B
+    (tmp_path / "gta" / "labels" / "00002.png").unlink()
+    (tmp_path / "gta" / "images" / "00002.png").unlink()
+    before = label_fingerprint(cfg)
+    assert before != load_prior_record(path)["fingerprint"]  # one label fewer: another fingerprint
+    save_prior(tmp_path / "old.pt", torch.full((19, 2, 4), 1 / 19), {"size": (4, 2), "dataset": "gta5"})
+    assert not torch.allclose(cached_prior(cfg, (4, 2), tmp_path / "old.pt", progress=False), torch.tensor(1 / 19))
 
 
 def test_save_prior_with_nested_stats(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _realdata import make_cityscapes, make_gta5, make_synthia, noise_image, save
+from PIL import Image
 
 from camix.config import DatasetConfig
 from camix.data.datasets import build_dataset
@@ -180,3 +181,45 @@ def test_list_file_errors(tmp_path: Path) -> None:
 def test_crop_with_native_labels_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="native"):
         build_dataset(gta(make_gta5(tmp_path / "g", 1), label_size="native"), crop=(8, 8))
+
+
+def test_16_bit_greyscale_image_is_an_error_not_a_white_image(tmp_path: Path) -> None:
+    from camix.data.check import check_dataset
+
+    root = make_gta5(tmp_path / "gta", count=2)
+    grey16 = np.full((24, 40), 1000, dtype=np.uint16)  # a dark 16-bit photo: PIL's RGB conversion makes it white
+    Image.fromarray(grey16).save(root / "images" / "00002.png")
+    assert Image.open(root / "images" / "00002.png").mode == "I;16"
+    dataset = build_dataset(gta(root), crop=None, train=False)
+    assert dataset[0]["image"].shape == (3, 24, 40)
+    with pytest.raises(DataError) as exc:
+        dataset[1]
+    assert "00002.png: image mode I;16" in one_line(exc) and "8-bit" in one_line(exc)
+    report = check_dataset(gta(root), progress=False)
+    assert len(report.problems) == 1 and "00002.png: image mode I;16" in report.problems[0]
+
+
+def test_interrupted_synthcity_is_refused_by_every_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from camix.cli import main
+    from camix.data.check import check_dataset
+    from camix.data.prior import compute_prior
+    from camix.data.synthcity import generate
+    from camix.data.synthcity.writer import PARTIAL
+
+    out = tmp_path / "synthcity"
+    generate(out, size=(32, 16), num_source=2, num_target_train=2, num_target_val=2, progress=False)
+    (out / PARTIAL).write_text("generation in progress or interrupted\n")  # what a SIGTERM during generation leaves
+    source = gta(out / "gta")
+    target = DatasetConfig(name="cityscapes", root=str(out / "cityscapes"), split="val")
+    for read in (
+        lambda: check_dataset(source, progress=False),
+        lambda: build_dataset(source),
+        lambda: build_dataset(target, crop=None, train=False),
+        lambda: compute_prior(source, (32, 16), progress=False),
+    ):
+        with pytest.raises(DataError) as exc:
+            read()
+        assert f"{out}: SynthCity generation was interrupted" in one_line(exc)
+    assert main(["data", "check", "--dataset", "gta5", "--root", str(out / "gta"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "camix data synthcity --out" in err
