@@ -59,6 +59,9 @@ class DataConfig:
     batch_size: int = 2  # images per domain per iteration (per process under torchrun)
     workers: int = 2  # DataLoader worker processes
     prior: str | None = None  # spatial-prior file; None builds and caches it next to the run data
+    # additive (Laplace) smoothing of the computed prior's counts: with 0, a class never seen at a pixel in the
+    # source gets Q = 0 there and is vetoed whatever the teacher says (docs/fidelity.md)
+    prior_smoothing: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class AugmentConfig:
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.15, 1.15)
     flip: bool = False
+    per_batch: bool = False  # the released code: one "jitter or not" and one "blur or not" draw per batch
+    random_order: bool = False  # kornia's ColorJitter (released code): the four jitter ops in a random order per image
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.pt); statistics go to FILE.json")
-    parser.add_argument("--smoothing", type=float, default=0.0, help="additive smoothing of the counts (default 0)")
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=1.0,
+        help="additive smoothing of the counts (default 1, as data.prior_smoothing; 0 lets Q = 0 veto a class)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="label-decoding worker processes (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
