@@ -86,10 +86,13 @@ class MethodConfig:
     consistency: Literal["src", "ce", "mse"] = "ce"  # Table 5
     lambda_con: float = 1.0
     confidence_weight: Literal["uniform", "pixel", "none"] = "uniform"  # DACS's weight of pseudo-labels
+    confidence_per_image: bool = True  # "uniform": the confident fraction per image; false: over the batch (released)
     pseudo_threshold: float = 0.968
     ema_alpha: float = 0.99
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
-    warmup_iterations: int = 0  # ClassMix (DACS) before CAMix: 110k for GTA5, 40k for SYNTHIA in the released code
+    # ClassMix (DACS) before the method's own mask, for every mix mode as in the released code (110k for GTA5, 40k
+    # for SYNTHIA there); not in the paper
+    warmup_iterations: int = 0
     spatial_prior: bool = True  # Table 4 "SP"
     # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
     relations: Literal["default", "none", "extended"] | dict[int, tuple[int, ...]] = "default"
@@ -100,10 +103,16 @@ class MethodConfig:
     official_noise: bool = False  # reproduce the released code: every pass adds the same -0.2
     threshold_beta: float = 0.75
     threshold_gamma: float = -5.0
-    threshold_ramp: int = 130000
+    threshold_ramp: int | None = None  # Eq. 7's t_max; None: the run's train.iterations (the released code: 130k/10k)
     k_sup: float | None = None  # None: ln(num_classes)
     threshold_form: Literal["code", "paper"] = "code"  # Eq. 7 as the released code computes it, or as printed
     official_src: bool = False  # reproduce the released code: scalar mean CE * U_M / sum(U_M)
+    # the released code: entropy and threshold at the logits' resolution, the 0/1 mask upsampled bilinearly (soft U_T;
+    # a probability that underflows to 0 gives NaN entropy, hence U = 0); "input": probabilities upsampled first
+    significance_resolution: Literal["input", "logits"] = "input"
+    # the released Table 5 MSE: student softmax on the mixed image vs the teacher's soft prediction of the unmixed
+    # target, mean over B*C*H*W, times the batch's confident fraction; false: vs the one-hot mixed label
+    official_mse: bool = False
     classmix_count_ignore: bool = False  # reproduce the released code: ClassMix counts the ignore label
     cowmix_sigma: float = 16.0
     cowmix_p: float = 0.5
@@ -119,6 +128,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     power: float = 0.9
     classifier_lr_mult: float = 10.0
+    # the released code's optimiser: every backbone weight listed once per module containing it (3x for block convs,
+    # 4x for downsample convs) under PyTorch's loop SGD, so the backbone moves ~3x faster (docs/fidelity.md)
+    duplicate_backbone_params: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,9 @@ class TrainConfig:
 
     iterations: int = 250000
     eval_every: int = 5000  # 0 disables periodic evaluation
+    # besides best.pt (by mIoU19): best_<metric>.pt per metric listed (the released SYNTHIA code keeps mIoU16 and
+    # mIoU13 separately)
+    best_metrics: tuple[Literal["miou19", "miou16", "miou13"], ...] = ()
     checkpoint_every: int = 5000
     log_every: int = 50
     keep_checkpoints: int = 3  # numbered checkpoints kept besides last.pt and best.pt

@@ -30,7 +30,8 @@ from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
-from camix.models import build_model, load_pretrained, param_groups
+from camix.models import build_model, load_pretrained
+from camix.optim import build_optimizer
 from camix.runtime import (
     Dist,
     all_gather_objects,
@@ -132,6 +133,7 @@ class Trainer:
         self._build_models()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
+        self.best_by: dict[str, dict[str, float]] = {}  # train.best_metrics other than mIoU19
         rng_states = self._resume(resume)
         self._build_data()
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
@@ -154,8 +156,7 @@ class Trainer:
                 raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
-        self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.student: nn.Module = self.model
         if self.dist.enabled:
@@ -215,6 +216,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state.get("best", self.best)
+        self.best_by = state.get("best_by", {})
         self.log.truncate_after(self.iteration)
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
         return list(state.get("rng", []))
@@ -252,6 +254,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": rng,
             "best": self.best,
+            "best_by": self.best_by,
         }
 
     def save(self, snapshot: bool = True) -> None:
@@ -376,20 +379,19 @@ class Trainer:
         self.log.write(
             {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
         )
-        if scores["miou19"] > self.best["miou19"]:
-            self.best = {"miou19": scores["miou19"], "iteration": self.iteration}
+        for metric in dict.fromkeys(("miou19", *self.cfg.train.best_metrics)):  # best.pt, then best_<metric>.pt
+            record = self.best if metric == "miou19" else self.best_by.get(metric, {metric: -1.0, "iteration": -1})
+            if scores[metric] <= record[metric]:
+                continue
+            record = {metric: scores[metric], "iteration": self.iteration}
+            if metric == "miou19":
+                self.best = record
+            else:
+                self.best_by[metric] = record
             if self.dist.is_main:
-                save_best(
-                    {
-                        "iteration": self.iteration,
-                        "config": to_dict(self.cfg),
-                        "model": self.model.state_dict(),
-                        "teacher": None,
-                        "metrics": scores,
-                        "kind": "best",
-                    },
-                    self.run_dir,
-                )
+                state = {"iteration": self.iteration, "config": to_dict(self.cfg), "model": self.model.state_dict()}
+                state.update({"teacher": None, "metrics": scores, "kind": "best"})
+                save_best(state, self.run_dir, name="best.pt" if metric == "miou19" else f"best_{metric}.pt")
         bar.write(f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.best['miou19']:.2f})")
         return result
 

@@ -112,6 +112,26 @@ def _mse_loss(
     return (weight * error).sum() / torch.where(count > 0, count, torch.ones_like(count))
 
 
+def soft_mse_loss(logits: Tensor, teacher_prob: Tensor, weight: Tensor | float = 1.0) -> Tensor:
+    """Table 5's MSE consistency as the released code computes it: ``w · mean((softmax(logits) − P_T)²)``.
+
+    The mean runs over all ``B·C·H·W`` elements, the significance mask is not used, and the teacher's soft
+    prediction ``P_T`` is that of the *unmixed* target image (so it is compared with the student's prediction of
+    the mixed image also at the pixels pasted from the source). ``w`` is DACS's confident fraction of the batch.
+
+    Args:
+        logits: ``[B, C, H, W]`` student logits on the mixed image.
+        teacher_prob: ``[B, C, H, W]`` teacher softmax on the unmixed target (detached here).
+        weight: a scalar factor (float or 0-d tensor, detached here).
+
+    Returns:
+        Scalar loss.
+    """
+    if isinstance(weight, Tensor):
+        weight = weight.detach()
+    return weight * (logits.softmax(dim=1) - teacher_prob.detach()).square().mean()
+
+
 def pseudo_label_weight(
     max_prob: Tensor, threshold: float = 0.968, mode: WeightMode = "uniform", *, per_image: bool = True
 ) -> Tensor:
