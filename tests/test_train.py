@@ -55,3 +55,27 @@ def test_source_only_learns_on_a_fixed_batch(tiny_config) -> None:  # type: igno
     records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss/seg"] for r in records if "loss/seg" in r]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_best_checkpoint_per_extra_metric(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    """train.best_metrics: best_<metric>.pt beside best.pt (the released SYNTHIA code keeps mIoU16 and mIoU13)."""
+    cfg = tiny_config("dacs", "train.iterations=4", "train.eval_every=2", "train.best_metrics=[miou16, miou13]")
+    train(cfg, progress=False)
+    folder = Path(cfg.out_dir) / "checkpoints"
+    records = map(json.loads, (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines())
+    evals = [r for r in records if "eval/miou13" in r]
+    for metric in ("miou16", "miou13"):
+        best = load_checkpoint(folder / f"best_{metric}.pt")
+        top = max(evals, key=lambda r: r[f"eval/{metric}"])  # the first of equal scores wins
+        assert best["iteration"] == top["iteration"] and best["metrics"][metric] == top[f"eval/{metric}"]
+    assert set(load_checkpoint(folder / "last.pt")["best_by"]) == {"miou16", "miou13"}
+    assert (folder / "best.pt").is_file()
+
+
+def test_official_camix_trains_across_the_warm_up(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config("camix_official", "train.iterations=3", "method.warmup_iterations=1", "train.log_every=1")
+    train(cfg, progress=False)
+    records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/con" in r]
+    assert [r["iteration"] for r in losses] == [1, 2, 3] and all(math.isfinite(r["loss/con"]) for r in losses)
+    assert cfg.optim.duplicate_backbone_params and cfg.method.significance_resolution == "logits"
