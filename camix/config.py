@@ -79,7 +79,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The training method and its ablation switches (DESIGN sections 2 and 3)."""
+    """The training method and its ablation switches (the fidelity switches: docs/fidelity.md)."""
 
     name: Literal["source_only", "mean_teacher"] = "source_only"
     mix: Literal["none", "cutmix", "cowmix", "classmix", "inverse_classmix", "camix"] = "none"

@@ -35,7 +35,7 @@ def src_loss(
         sig_mask: ``[B, H, W]`` mixed significance mask ``U_M`` (Eq. 8), 0/1 or soft.
         pixel_weight: ``[B, H, W]`` extra per-pixel weight ``w`` (DACS's confidence weight), or None for 1.
         ignore_index: label that contributes nothing.
-        official: reproduce the released code (DESIGN sec. 3, item 1): ``mean(CE·w)`` over all ``B·H·W`` pixels,
+        official: reproduce the released code (docs/fidelity.md): ``mean(CE·w)`` over all ``B·H·W`` pixels,
             ignored ones counting 0 in the numerator but 1 in the denominator; ``sig_mask`` has no effect.
 
     Returns:

@@ -32,7 +32,7 @@ def noisy_copies(
         std: noise std as a fraction of ``value_range``.
         clip: noise clip as a fraction of ``value_range``.
         value_range: the intensity range of ``images``.
-        official: reproduce the released code (DESIGN sec. 3, item 2): its clamp bounds are swapped, so every
+        official: reproduce the released code (docs/fidelity.md): its clamp bounds are swapped, so every
             copy is exactly ``images − 0.2`` and all copies are identical (no randomness is drawn).
 
     Returns:
