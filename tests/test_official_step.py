@@ -142,3 +142,18 @@ def test_official_camix_step_matches_the_released_arithmetic() -> None:
     assert abs(out.losses["con"].item() - ref["con"].item()) < 1e-5
     # the batch fraction, not one per image: the two images' fractions differ
     assert torch.allclose(out.extras["weight"][out.extras["mask"]], ref["confident"].float())
+
+
+def test_every_official_config_selects_the_released_behaviour() -> None:
+    """The three camix_official configs agree on every switch of docs/fidelity.md."""
+    for name in ("gta2cs", "syn2cs", "synthcity"):
+        cfg = load_config(f"configs/{name}/camix_official.yaml")
+        m = cfg.method
+        assert cfg.optim.duplicate_backbone_params and m.official_src and m.official_noise and m.official_mse
+        assert m.classmix_count_ignore and not m.confidence_per_image and m.significance_resolution == "logits"
+        assert m.augment.per_batch and m.augment.random_order and m.augment.jitter_strength == 0.25
+        assert m.threshold_form == "code" and m.warmup_iterations > 0 and m.mix == "camix"
+        assert cfg.model.aspp_branches == 2 and m.teacher_train_mode
+    assert load_config("configs/syn2cs/camix_official.yaml").train.best_metrics == ("miou16", "miou13")
+    assert load_config("configs/gta2cs/camix_official.yaml").train.eval_every == 2000
+    assert load_config("configs/gta2cs/idacs.yaml").method.warmup_iterations == 110000  # like for like with CAMix
