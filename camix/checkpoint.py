@@ -4,7 +4,8 @@ Layout inside a run directory::
 
     checkpoints/last.pt            the latest state (always loadable: written by atomic rename)
     checkpoints/iter_0005000.pt    numbered snapshots (separate copies of last.pt), the newest K kept
-    checkpoints/best.pt            the best-on-val model (labelled as such in reports)
+    checkpoints/best.pt            the best-on-val model by mIoU19 (labelled as such in reports)
+    checkpoints/best_miou16.pt     the best by another metric, one per ``train.best_metrics`` entry
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, keep: int, sn
     return last
 
 
-def save_best(state: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write ``best.pt`` (model weights, config and the metric that made it best)."""
-    path = checkpoint_dir(run_dir) / "best.pt"
+def save_best(state: dict[str, Any], run_dir: str | Path, name: str = "best.pt") -> Path:
+    """Write ``best.pt`` or ``name`` (model weights, config and the metric that made it best)."""
+    path = checkpoint_dir(run_dir) / name
     atomic_torch_save({"format": FORMAT, **state}, path)
     return path
 

@@ -90,6 +90,9 @@ class DataConfig:
     batch_size: PositiveInt = 2  # images per domain per iteration (per process under torchrun)
     workers: NonNegativeInt = 2  # DataLoader worker processes
     prior: str | None = None  # spatial-prior file; None builds and caches it next to the run data
+    # additive (Laplace) smoothing of the computed prior's counts: with 0, a class never seen at a pixel in the
+    # source gets Q = 0 there and is vetoed whatever the teacher says (docs/fidelity.md)
+    prior_smoothing: NonNegativeFloat = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,21 +104,26 @@ class AugmentConfig:
     blur_p: Probability = 0.5
     blur_sigma: tuple[PositiveFloat, PositiveFloat] = (0.15, 1.15)  # [low, high]
     flip: bool = False
+    per_batch: bool = False  # the released code: one "jitter or not" and one "blur or not" draw per batch
+    random_order: bool = False  # kornia's ColorJitter (released code): the four jitter ops in a random order per image
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The training method and its ablation switches (DESIGN sections 2 and 3)."""
+    """The training method and its ablation switches (the fidelity switches: docs/fidelity.md)."""
 
     name: Literal["source_only", "mean_teacher"] = "source_only"
     mix: Literal["none", "cutmix", "cowmix", "classmix", "inverse_classmix", "camix"] = "none"
     consistency: Literal["src", "ce", "mse"] = "ce"  # Table 5
     lambda_con: NonNegativeFloat = 1.0
     confidence_weight: Literal["uniform", "pixel", "none"] = "uniform"  # DACS's weight of pseudo-labels
+    confidence_per_image: bool = True  # "uniform": the confident fraction per image; false: over the batch (released)
     pseudo_threshold: Probability = 0.968
     ema_alpha: Probability = 0.99  # the EMA decay's ceiling
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
-    warmup_iterations: NonNegativeInt = 0  # ClassMix before CAMix: 110k (GTA5), 40k (SYNTHIA) in the released code
+    # ClassMix (DACS) before the method's own mask, for every mix mode as in the released code (110k for GTA5, 40k
+    # for SYNTHIA there); not in the paper
+    warmup_iterations: NonNegativeInt = 0
     spatial_prior: bool = True  # Table 4 "SP"
     # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
     relations: Literal["default", "none", "extended"] | Annotated[dict[int, tuple[int, ...]], ClassIds()] = "default"
@@ -126,10 +134,17 @@ class MethodConfig:
     official_noise: bool = False  # reproduce the released code: every pass adds the same -0.2
     threshold_beta: Probability = 0.75
     threshold_gamma: Annotated[float, Range(high=0)] = -5.0
-    threshold_ramp: NonNegativeInt = 130000  # 0: no ramp
+    # Eq. 7's t_max; None: the run's train.iterations (the released code: 130k/10k); 0: no ramp
+    threshold_ramp: NonNegativeInt | None = None
     k_sup: PositiveFloat | None = None  # None: ln(num_classes)
     threshold_form: Literal["code", "paper"] = "code"  # Eq. 7 as the released code computes it, or as printed
     official_src: bool = False  # reproduce the released code: scalar mean CE * U_M / sum(U_M)
+    # the released code: entropy and threshold at the logits' resolution, the 0/1 mask upsampled bilinearly (soft U_T;
+    # a probability that underflows to 0 gives NaN entropy, hence U = 0); "input": probabilities upsampled first
+    significance_resolution: Literal["input", "logits"] = "input"
+    # the released Table 5 MSE: student softmax on the mixed image vs the teacher's soft prediction of the unmixed
+    # target, mean over B*C*H*W, times the batch's confident fraction; false: vs the one-hot mixed label
+    official_mse: bool = False
     classmix_count_ignore: bool = False  # reproduce the released code: ClassMix counts the ignore label
     cowmix_sigma: PositiveFloat = 16.0
     cowmix_p: Probability = 0.5
@@ -145,6 +160,9 @@ class OptimConfig:
     weight_decay: NonNegativeFloat = 5e-4
     power: NonNegativeFloat = 0.9
     classifier_lr_mult: PositiveFloat = 10.0
+    # the released code's optimiser: every backbone weight listed once per module containing it (3x for block convs,
+    # 4x for downsample convs) under PyTorch's loop SGD, so the backbone moves ~3x faster (docs/fidelity.md)
+    duplicate_backbone_params: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,9 @@ class TrainConfig:
 
     iterations: PositiveInt = 250000
     eval_every: NonNegativeInt = 5000  # 0 disables periodic evaluation (the last iteration is always evaluated)
+    # besides best.pt (by mIoU19): best_<metric>.pt per metric listed (the released SYNTHIA code keeps mIoU16 and
+    # mIoU13 separately)
+    best_metrics: tuple[Literal["miou19", "miou16", "miou13"], ...] = ()
     checkpoint_every: NonNegativeInt = 5000  # 0: checkpoints only at the end and when stopped
     log_every: PositiveInt = 50
     keep_checkpoints: NonNegativeInt = 3  # numbered checkpoints kept besides last.pt and best.pt

@@ -20,6 +20,7 @@ The step functions never synchronise with the host: all masks, selections and th
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +75,8 @@ def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, T
 
 
 def active_mix(cfg: MethodConfig, iteration: int) -> str:
-    """The mask strategy at ``iteration``: CAMix runs ClassMix (DACS) during its warm-up."""
-    if cfg.mix == "camix" and iteration < cfg.warmup_iterations:
+    """The mask strategy at ``iteration``: every mix mode runs ClassMix (DACS) during the warm-up (released code)."""
+    if iteration < cfg.warmup_iterations:
         return "classmix"
     return cfg.mix
 
@@ -111,23 +112,38 @@ def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> Teacher
     size = image.shape[-2:]
     prob = F.interpolate(logits[:batch], size=size, mode="bilinear", align_corners=True).softmax(1)
     max_prob, pseudo = prob.max(1)
-    weight = Fn.pseudo_label_weight(max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight)
+    weight = Fn.pseudo_label_weight(
+        max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight, per_image=cfg.confidence_per_image
+    )
     sig = None
     if significance:
         noisy_prob = logits[batch:].softmax(1).unflatten(0, (cfg.noise_passes, batch))
-        mean_prob = F.interpolate(noisy_prob.mean(0), size=size, mode="bilinear", align_corners=True)
-        entropy = Fn.predictive_entropy(mean_prob.unsqueeze(0))
-        k_sup = cfg.k_sup if cfg.k_sup is not None else float(torch.log(torch.tensor(float(ctx.num_classes))))
-        threshold = Fn.dynamic_threshold(
-            ctx.iteration,
-            cfg.threshold_ramp,
-            beta=cfg.threshold_beta,
-            gamma=cfg.threshold_gamma,
-            k_sup=k_sup,
-            form=cfg.threshold_form,
-        )
-        sig = Fn.significance_mask(entropy, threshold)
+        sig = significance_from_passes(ctx, noisy_prob, size)
     return TeacherView(prob, pseudo, weight, sig)
+
+
+def significance_from_passes(ctx: StepContext, noisy_prob: Tensor, size: torch.Size) -> Tensor:
+    """U_T (Sec. 3.3, Eqs. 5-7) from the N noisy passes' softmax ``[N,B,C,h,w]`` at the logits' resolution.
+
+    ``significance_resolution: input`` upsamples the mean probabilities to the input size and thresholds there (a
+    0/1 mask); ``logits`` thresholds at the logits' resolution, with the released code's literal entropy, and
+    upsamples the 0/1 mask bilinearly (a soft mask).
+    """
+    cfg = ctx.cfg
+    k_sup = cfg.k_sup if cfg.k_sup is not None else math.log(ctx.num_classes)
+    threshold = Fn.dynamic_threshold(
+        ctx.iteration,
+        cfg.threshold_ramp if cfg.threshold_ramp is not None else ctx.total_iterations,
+        beta=cfg.threshold_beta,
+        gamma=cfg.threshold_gamma,
+        k_sup=k_sup,
+        form=cfg.threshold_form,
+    )
+    if cfg.significance_resolution == "logits":
+        hard = Fn.significance_mask(Fn.predictive_entropy(noisy_prob, official=True), threshold)
+        return F.interpolate(hard.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+    mean_prob = F.interpolate(noisy_prob.mean(0), size=size, mode="bilinear", align_corners=True)
+    return Fn.significance_mask(Fn.predictive_entropy(mean_prob.unsqueeze(0)), threshold)
 
 
 def crop_prior(prior: Tensor, boxes: Tensor) -> Tensor:
@@ -176,8 +192,13 @@ def mean_teacher(ctx: StepContext, source: dict[str, Tensor], target: dict[str, 
     image = ctx.augment(image)
     with ctx.autocast():
         logits = upsampled_logits(ctx.student, image)
-    kind = "ce" if mix != cfg.mix else cfg.consistency  # CAMix's ClassMix warm-up trains with DACS's loss
-    con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
+    # the ClassMix warm-up has no significance mask: SRC falls back to the weighted CE (which the released SRC equals)
+    kind = "ce" if mix != cfg.mix and cfg.consistency == "src" else cfg.consistency
+    if kind == "mse" and cfg.official_mse:  # Table 5's MSE as released: soft, unmixed teacher target
+        confident = (view.prob.amax(1) >= cfg.pseudo_threshold).to(logits.dtype).mean()
+        con = Fn.soft_mse_loss(logits, view.prob, confident)
+    else:
+        con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
     out.losses["con"] = cfg.lambda_con * con
     out.extras = {
         "mixed_image": image.detach(),

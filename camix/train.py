@@ -32,7 +32,8 @@ from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError, DataError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
-from camix.models import build_model, load_pretrained, param_groups
+from camix.models import build_model, load_pretrained
+from camix.optim import build_optimizer
 from camix.preflight import check_resume, preflight
 from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
 from camix.rundir import io_errors as io_errors_of
@@ -160,6 +161,7 @@ class Trainer:
         self._build_models()
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
+        self.best_by: dict[str, dict[str, float]] = {}  # train.best_metrics other than mIoU19
         with self._io_errors():
             rng_states = self._resume(resume)
             board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
@@ -191,8 +193,7 @@ class Trainer:
                 raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
-        self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.student: nn.Module = self.model
         if self.dist.enabled:
@@ -254,6 +255,7 @@ class Trainer:
         self.iteration, self.best = state["iteration"], state.get("best", self.best)
         clock = state.get("clock") or {}
         self.started, self.seconds_before = clock.get("started", self.started), float(clock.get("seconds", 0.0))
+        self.best_by = state.get("best_by", {})
         self.log.truncate_after(self.iteration)
         for record in self.run.evals():  # an evaluation at the checkpoint's iteration ran after it was saved
             if record["eval/miou19"] > self.best["miou19"]:
@@ -295,6 +297,7 @@ class Trainer:
             "rng": rng,
             "best": self.best,
             "clock": {"started": self.started, "seconds": self._seconds()},
+            "best_by": self.best_by,
         }
 
     def _seconds(self) -> float:
@@ -462,20 +465,19 @@ class Trainer:
             return None
         scores = result.as_dict()
         self.last_scores = scores
-        if scores["miou19"] > self.best["miou19"]:
-            self.best = {"miou19": scores["miou19"], "iteration": self.iteration}
+        for metric in dict.fromkeys(("miou19", *self.cfg.train.best_metrics)):  # best.pt, then best_<metric>.pt
+            best = self.best if metric == "miou19" else self.best_by.get(metric, {metric: -1.0, "iteration": -1})
+            if scores[metric] <= best[metric]:
+                continue
+            best = {metric: scores[metric], "iteration": self.iteration}
+            if metric == "miou19":
+                self.best = best
+            else:
+                self.best_by[metric] = best
             if self.dist.is_main:  # best.pt before the record: a logged evaluation always has its best.pt
-                save_best(
-                    {
-                        "iteration": self.iteration,
-                        "config": to_dict(self.cfg),
-                        "model": self.model.state_dict(),
-                        "teacher": None,
-                        "metrics": scores,
-                        "kind": "best",
-                    },
-                    self.run_dir,
-                )
+                state = {"iteration": self.iteration, "config": to_dict(self.cfg), "model": self.model.state_dict()}
+                state.update({"teacher": None, "metrics": scores, "kind": "best"})
+                save_best(state, self.run_dir, name="best.pt" if metric == "miou19" else f"best_{metric}.pt")
         record = {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
         self.log.write(record)
         self.board.scalars(record)

@@ -184,7 +184,9 @@ def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
     from camix.data.prior import label_fingerprint
 
     data = label_fingerprint(cfg.data.source)  # the label files themselves: a changed dataset is a new prior
-    key = json.dumps([to_dict(cfg.data.source), list(size), cfg.model.num_classes, data], sort_keys=True)
+    key = json.dumps(
+        [to_dict(cfg.data.source), list(size), cfg.model.num_classes, cfg.data.prior_smoothing, data], sort_keys=True
+    )
     name = f"prior_{cfg.data.source.name}_{size[0]}x{size[1]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.pt"
     folder = Path(cfg.data.source.root) / ".camix_cache"
     try:
@@ -207,7 +209,7 @@ def load_or_build_prior(cfg: Config, size: tuple[int, int], run_dir: Path, info:
         path = all_gather_objects(prior_cache_path(cfg, size, run_dir) if info.is_main else None, info)[0]
         if info.is_main and not path.is_file():
             LOG.info("computing the spatial prior of %s at %dx%d -> %s", cfg.data.source.root, *size, path)
-            prior, stats = compute_prior(cfg.data.source, size, progress=True)
+            prior, stats = compute_prior(cfg.data.source, size, progress=True, smoothing=cfg.data.prior_smoothing)
             save_prior(
                 path,
                 prior,

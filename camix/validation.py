@@ -193,7 +193,7 @@ def check_rules(cfg: Config) -> None:
     method, data, train = cfg.method, cfg.data, cfg.train
     if not cfg.out_dir.strip():
         raise ConfigKeyError("config key 'out_dir' is empty; name the run directory (--set out_dir=runs/x)", "out_dir")
-    if method.mix == "camix" and method.warmup_iterations > train.iterations:
+    if method.mix != "none" and method.warmup_iterations > train.iterations:
         raise ConfigKeyError(
             f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "
             f"<= train.iterations={train.iterations}",

@@ -139,9 +139,72 @@ def test_significance_mask_follows_the_dynamic_threshold() -> None:
     assert not teacher_view(ctx, image, significance=True).significance.any()  # type: ignore[union-attr]
 
 
-def test_camix_warms_up_with_classmix() -> None:
-    cfg = MethodConfig(name="mean_teacher", mix="camix", warmup_iterations=3)
-    assert [active_mix(cfg, t) for t in (0, 2, 3, 10)] == ["classmix", "classmix", "camix", "camix"]
+@pytest.mark.parametrize("mix", ["camix", "inverse_classmix", "cutmix", "none"])
+def test_every_mix_mode_warms_up_with_classmix(mix: str) -> None:
+    cfg = MethodConfig(name="mean_teacher", mix=mix, warmup_iterations=3)  # type: ignore[arg-type]
+    assert [active_mix(cfg, t) for t in (0, 2, 3, 10)] == ["classmix", "classmix", mix, mix]
+
+
+def test_warm_up_loss_is_ce_for_src_and_stays_mse_for_mse() -> None:
+    source, target = batch(7)
+    src = context(mix="camix", consistency="src", noise_passes=2, warmup_iterations=5)
+    assert "significance" in mean_teacher(src, source, target).extras
+    warm = mean_teacher(src, source, target)
+    logits = F.interpolate(src.student(warm.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True)
+    ce = F.cross_entropy(logits, warm.extras["mixed_label"], reduction="none") * warm.extras["weight"]
+    assert warm.losses["con"].item() == pytest.approx(ce.mean().item(), rel=1e-5)  # weighted CE, no U
+    mse = context(mix="camix", consistency="mse", official_mse=True, warmup_iterations=5)
+    out = mean_teacher(mse, source, target)
+    assert out.losses["con"].item() < 0.1  # an MSE of probabilities, not a cross-entropy (~ln 19)
+
+
+def test_official_mse_regresses_onto_the_unmixed_soft_teacher() -> None:
+    """Table 5's released MSE: confident fraction x mean over B*C*H*W of (softmax(student(mixed)) - P_T)^2."""
+    ctx = context(mix="camix", consistency="mse", official_mse=True, pseudo_threshold=0.06)
+    source, target = batch(8)
+    out = mean_teacher(ctx, source, target)
+    assert ctx.teacher is not None
+    with torch.no_grad():
+        teacher = F.interpolate(ctx.teacher(target["image"]), size=(H, W), mode="bilinear", align_corners=True)
+        student = F.interpolate(
+            ctx.student(out.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True
+        )
+    prob = teacher.softmax(1)
+    confident = (prob.max(1).values >= 0.06).float().mean()
+    assert 0 < confident < 1
+    expected = confident * (student.softmax(1) - prob).square().mean()
+    assert out.losses["con"].item() == pytest.approx(expected.item(), rel=1e-5)
+    onehot = mean_teacher(context(mix="camix", consistency="mse", pseudo_threshold=0.06), source, target)
+    assert onehot.losses["con"].item() != pytest.approx(expected.item(), rel=1e-3)
+
+
+def sharpen(ctx: StepContext, factor: float) -> StepContext:
+    """A teacher whose pixel entropies spread over [0, ln C] (the untrained one is nearly uniform everywhere)."""
+    assert ctx.teacher is not None
+    with torch.no_grad():
+        for conv in ctx.teacher.layer5.conv2d_list:  # type: ignore[union-attr]
+            conv.weight.mul_(factor)
+    return ctx
+
+
+def test_threshold_ramp_defaults_to_the_run_length() -> None:
+    """Eq. 7 as printed: t / t_max with t_max = train.iterations unless threshold_ramp is set."""
+    ctx = sharpen(context(mix="camix", consistency="src", noise_passes=2, threshold_form="paper"), 30.0)
+    assert ctx.cfg.threshold_ramp is None and ctx.total_iterations == 10
+    image = batch(9)[1]["image"]
+    ctx.iteration = 10  # t = t_max: H = beta + (1 - beta) ln 19 = 1.49 nats
+    at_end = teacher_view(ctx, image, significance=True).significance
+    ctx.cfg = MethodConfig(**{**ctx.cfg.__dict__, "threshold_ramp": 1000})  # H ~ beta = 0.75 at t = 10
+    early = teacher_view(ctx, image, significance=True).significance
+    assert at_end is not None and early is not None and at_end.sum() > early.sum()
+
+
+def test_significance_at_the_logits_resolution_is_soft() -> None:
+    ctx = context(mix="camix", consistency="src", noise_passes=2, significance_resolution="logits", k_sup=1.0)
+    ctx = sharpen(ctx, 30.0)
+    sig = teacher_view(ctx, batch(10)[1]["image"], significance=True).significance
+    assert sig is not None and sig.shape == (B, H, W)
+    assert ((sig > 0) & (sig < 1)).any() and sig.min() >= 0 and sig.max() <= 1
 
 
 def test_gradient_reaches_the_student_only() -> None:

@@ -20,7 +20,8 @@ SYNTHCITY_CONFIGS = sorted(
 
 @pytest.mark.parametrize("name", SYNTHCITY_CONFIGS)
 def test_every_synthcity_config_trains_two_iterations(tiny_config, name: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = tiny_config(name)
+    warmup = load_config(PACKAGED_CONFIGS / "synthcity" / f"{name}.yaml").method.warmup_iterations
+    cfg = tiny_config(name, *(["method.warmup_iterations=1"] if warmup else []))  # the warm-up fits the 2 iterations
     summary = train(cfg, progress=False)
     run = Path(cfg.out_dir)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -75,3 +76,27 @@ def test_the_prior_cache_of_training_is_keyed_on_the_label_files(tmp_path: Path)
     (data / "gta" / "labels" / "00003.png").unlink()  # 2 of 3 labels: another dataset
     (data / "gta" / "images" / "00003.png").unlink()
     assert len({first, second, prior_cache_path(cfg, (32, 16), tmp_path)}) == 3
+
+
+def test_best_checkpoint_per_extra_metric(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    """train.best_metrics: best_<metric>.pt beside best.pt (the released SYNTHIA code keeps mIoU16 and mIoU13)."""
+    cfg = tiny_config("dacs", "train.iterations=4", "train.eval_every=2", "train.best_metrics=[miou16, miou13]")
+    train(cfg, progress=False)
+    folder = Path(cfg.out_dir) / "checkpoints"
+    records = map(json.loads, (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines())
+    evals = [r for r in records if "eval/miou13" in r]
+    for metric in ("miou16", "miou13"):
+        best = load_checkpoint(folder / f"best_{metric}.pt")
+        top = max(evals, key=lambda r: r[f"eval/{metric}"])  # the first of equal scores wins
+        assert best["iteration"] == top["iteration"] and best["metrics"][metric] == top[f"eval/{metric}"]
+    assert set(load_checkpoint(folder / "last.pt")["best_by"]) == {"miou16", "miou13"}
+    assert (folder / "best.pt").is_file()
+
+
+def test_official_camix_trains_across_the_warm_up(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config("camix_official", "train.iterations=3", "method.warmup_iterations=1", "train.log_every=1")
+    train(cfg, progress=False)
+    records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/con" in r]
+    assert [r["iteration"] for r in losses] == [1, 2, 3] and all(math.isfinite(r["loss/con"]) for r in losses)
+    assert cfg.optim.duplicate_backbone_params and cfg.method.significance_resolution == "logits"

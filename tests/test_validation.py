@@ -105,9 +105,10 @@ def test_the_message_says_where_the_value_came_from(tmp_path: Path) -> None:
         (["model.num_classes=20", "method.relations={19: [18]}"], None),  # 19 fits 20 classes
         (["method.relations={12: [19]}"], "class ids must be in [0, 19) (model.num_classes=19)"),
         (
-            ["method.mix=classmix", "method.warmup_iterations=10", "train.iterations=5"],
-            None,
-        ),  # no warm-up without CAMix
+            ["method.mix=cutmix", "method.warmup_iterations=10", "train.iterations=5"],
+            "is longer than the run; it must be <= train.iterations=5",
+        ),  # the ClassMix warm-up precedes every mixing mode (the released code's)
+        (["method.mix=none", "method.warmup_iterations=10", "train.iterations=5"], None),  # no mixing, no warm-up
         (["method.mix=camix", "method.warmup_iterations=5", "train.iterations=5"], None),  # as long as the run
         (["out_dir=' '"], "'out_dir' is empty"),
         (["method.threshold_gamma=0.5"], "must be a number <= 0"),

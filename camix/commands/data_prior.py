@@ -9,7 +9,7 @@ from camix.commands.checks import non_negative_float, non_negative_int, output_f
 from camix.commands.data_check import add_dataset_arguments, dataset_config
 from camix.errors import ConfigError
 
-HELP = "compute the spatial prior Q of a dataset's labels and save it (plus per-class statistics in JSON)"
+HELP = "compute the spatial prior Q of a dataset's labels (or import the authors' .mat prior) and save it"
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -23,16 +23,28 @@ def parse_hw(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``camix data prior``."""
     add_dataset_arguments(parser, "Cityscapes split: train | val (default: train)")
+    for action in parser._actions:  # not needed with --from-mat; run() asks for them otherwise
+        if action.dest in ("dataset", "root"):
+            action.required = False
+    parser.add_argument(
+        "--from-mat",
+        metavar="FILE",
+        help="import the authors' MATLAB prior instead of computing one: prior_array.mat (GTA5, C x H x W) or the "
+        "folder of probarray_cls0..18.mat (SYNTHIA); needs scipy (pip install 'camix[scipy]')",
+    )
     parser.add_argument(
         "--size",
-        required=True,
         metavar="HxW",
         help="prior size as HEIGHTxWIDTH (height first!): the size the target training images are resized to, "
-        "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5",
+        "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5; required unless "
+        "--from-mat, which keeps the file's size unless given (bilinear, as the released SYNTHIA loader)",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.pt); statistics go to FILE.json")
     parser.add_argument(
-        "--smoothing", type=non_negative_float, default=0.0, help="additive smoothing of the counts (default 0)"
+        "--smoothing",
+        type=non_negative_float,
+        default=1.0,
+        help="additive smoothing of the counts (default 1, as data.prior_smoothing; 0 lets Q = 0 veto a class)",
     )
     parser.add_argument(
         "--workers", type=non_negative_int, default=0, help="label-decoding worker processes (default 0)"
@@ -41,9 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute, save and summarise the prior."""
+    """Compute (or import), save and summarise the prior."""
     from camix.data.prior import compute_prior, save_prior, stats_path
 
+    if args.from_mat:
+        return import_mat(args)
+    if not (args.dataset and args.root and args.size):
+        raise ConfigError("camix data prior needs --dataset, --root and --size (or --from-mat FILE to import one)")
     height, width = parse_hw(args.size)
     output_file(args.out, "--out")
     print(f"prior size: height {height}, width {width} (WxH {width}x{height})")
@@ -53,4 +69,18 @@ def run(args: argparse.Namespace) -> int:
     )
     save_prior(args.out, prior, stats)
     print(f"wrote {args.out} (prior {tuple(prior.shape)} over {stats['num_images']} images) and {stats_path(args.out)}")
+    return 0
+
+
+def import_mat(args: argparse.Namespace) -> int:
+    """``--from-mat``: convert the authors' MATLAB prior to camix's prior file."""
+    from camix.data.prior import save_prior
+    from camix.data.prior_mat import read_mat_prior, resize_prior
+
+    prior = read_mat_prior(args.from_mat)
+    if args.size:
+        prior = resize_prior(prior, parse_hw(args.size))
+    height, width = prior.shape[-2:]
+    save_prior(args.out, prior, {"dataset": "mat", "root": str(args.from_mat), "size": (width, height)})
+    print(f"wrote {args.out} (prior {tuple(prior.shape)}, height {height}, width {width}) from {args.from_mat}")
     return 0

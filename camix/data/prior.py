@@ -88,7 +88,9 @@ def compute_prior(
             yield label
 
     prior = spatial_prior(labels(), NUM_CLASSES, (height, width), ignore_index=IGNORE_INDEX, smoothing=smoothing)
-    return prior, _stats(cfg, size_wh, len(samples), counts, images)
+    stats = _stats(cfg, size_wh, len(samples), counts, images)
+    stats["smoothing"] = smoothing
+    return prior, stats
 
 
 def _stats(cfg: DatasetConfig, size_wh: SizeWH, num_images: int, counts: np.ndarray, images: np.ndarray) -> dict:

@@ -23,7 +23,7 @@ from camix.functional.classes import (
     select_half_batched,
 )
 from camix.functional.context import contextual_mask, modulated_pseudo_label, spatial_prior
-from camix.functional.losses import consistency_loss, pseudo_label_weight, src_loss
+from camix.functional.losses import consistency_loss, pseudo_label_weight, soft_mse_loss, src_loss
 from camix.functional.metrics import confusion_matrix, iou, miou
 from camix.functional.mixing import classmix_mask, cowmix_mask, cutmix_mask, mix
 from camix.functional.teacher import ema_alpha, ema_update_
@@ -64,6 +64,7 @@ __all__ = [
     "select_classes",
     "select_half_batched",
     "significance_mask",
+    "soft_mse_loss",
     "spatial_prior",
     "src_loss",
 ]

@@ -35,7 +35,7 @@ def src_loss(
         sig_mask: ``[B, H, W]`` mixed significance mask ``U_M`` (Eq. 8), 0/1 or soft.
         pixel_weight: ``[B, H, W]`` extra per-pixel weight ``w`` (DACS's confidence weight), or None for 1.
         ignore_index: label that contributes nothing.
-        official: reproduce the released code (DESIGN sec. 3, item 1): ``mean(CE·w)`` over all ``B·H·W`` pixels,
+        official: reproduce the released code (docs/fidelity.md): ``mean(CE·w)`` over all ``B·H·W`` pixels,
             ignored ones counting 0 in the numerator but 1 in the denominator; ``sig_mask`` has no effect.
 
     Returns:
@@ -110,6 +110,26 @@ def _mse_loss(
         return (weight * error).mean()
     count = valid.sum().to(logits.dtype)
     return (weight * error).sum() / torch.where(count > 0, count, torch.ones_like(count))
+
+
+def soft_mse_loss(logits: Tensor, teacher_prob: Tensor, weight: Tensor | float = 1.0) -> Tensor:
+    """Table 5's MSE consistency as the released code computes it: ``w · mean((softmax(logits) − P_T)²)``.
+
+    The mean runs over all ``B·C·H·W`` elements, the significance mask is not used, and the teacher's soft
+    prediction ``P_T`` is that of the *unmixed* target image (so it is compared with the student's prediction of
+    the mixed image also at the pixels pasted from the source). ``w`` is DACS's confident fraction of the batch.
+
+    Args:
+        logits: ``[B, C, H, W]`` student logits on the mixed image.
+        teacher_prob: ``[B, C, H, W]`` teacher softmax on the unmixed target (detached here).
+        weight: a scalar factor (float or 0-d tensor, detached here).
+
+    Returns:
+        Scalar loss.
+    """
+    if isinstance(weight, Tensor):
+        weight = weight.detach()
+    return weight * (logits.softmax(dim=1) - teacher_prob.detach()).square().mean()
 
 
 def pseudo_label_weight(

@@ -58,7 +58,7 @@ def classmix_mask(
         generator: the only source of randomness; on ``label_map``'s device.
         ignore_index: the ignore label; not a class unless ``count_ignore``.
         count_ignore: reproduce the released code, which counts the ignore label (and any label outside
-            ``[0, num_classes)``) as one more class and marks its pixels when it is chosen (DESIGN sec. 3, item 4).
+            ``[0, num_classes)``) as one more class and marks its pixels when it is chosen (docs/fidelity.md).
         num_classes: labels ``>= num_classes`` count as ignored; None: every label in ``[0, ignore_index)`` is a
             class (``[0, 255]`` if ``ignore_index`` is not in ``[1, 256]``).
 

@@ -32,7 +32,7 @@ def noisy_copies(
         std: noise std as a fraction of ``value_range``.
         clip: noise clip as a fraction of ``value_range``.
         value_range: the intensity range of ``images``.
-        official: reproduce the released code (DESIGN sec. 3, item 2): its clamp bounds are swapped, so every
+        official: reproduce the released code (docs/fidelity.md): its clamp bounds are swapped, so every
             copy is exactly ``images − 0.2`` and all copies are identical (no randomness is drawn).
 
     Returns:
@@ -46,16 +46,18 @@ def noisy_copies(
     return images.unsqueeze(0) + (noise * (std * value_range)).clamp_(-bound, bound)
 
 
-def predictive_entropy(probs: Tensor) -> Tensor:
+def predictive_entropy(probs: Tensor, *, official: bool = False) -> Tensor:
     """Predictive entropy of Eqs. 5-6: ``ζ = −Σ_c p̄_c log p̄_c`` with ``p̄ = mean over the N passes``.
 
     Natural logarithm; ``0·log 0 = 0``, so the result is never NaN for valid probabilities.
 
     Args:
         probs: ``[N, B, C, H, W]`` softmax probabilities of the N stochastic passes.
+        official: compute ``p̄·log p̄`` literally, as the released code does: a probability that underflowed to 0
+            gives ``0·(−inf) = NaN``, and so a NaN entropy at that pixel (which then fails ``ζ < H``).
 
     Returns:
-        ``[B, H, W]``, in ``[0, ln C]``.
+        ``[B, H, W]``, in ``[0, ln C]`` (or NaN with ``official``).
 
     Raises:
         ValueError: ``probs`` is not 5-D.
@@ -63,6 +65,8 @@ def predictive_entropy(probs: Tensor) -> Tensor:
     if probs.dim() != 5:
         raise ValueError(f"predictive_entropy expects [N, B, C, H, W] probabilities, got shape {tuple(probs.shape)}")
     mean = probs.mean(dim=0)
+    if official:
+        return -(mean * mean.log()).sum(dim=1)
     return -torch.special.xlogy(mean, mean).sum(dim=1)
 
 
@@ -109,6 +113,6 @@ def significance_mask(entropy: Tensor, threshold: float | Tensor) -> Tensor:
         threshold: H (a float, or a tensor broadcastable to ``entropy``).
 
     Returns:
-        ``[B, H, W]`` in ``entropy``'s float dtype: 1 where ``ζ < H``, else 0.
+        ``[B, H, W]`` in ``entropy``'s float dtype: 1 where ``ζ < H``, else 0 (also where ζ is NaN).
     """
     return (entropy < threshold).to(entropy.dtype)

@@ -178,9 +178,12 @@ def test_cli_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = two_label_gta(tmp_path / "gta", upscale=2)
     out = tmp_path / "prior.pt"
     argv = ["data", "prior", "--dataset", "gta5", "--root", str(root), "--size", "2x4", "--out", str(out)]
-    assert camix([*argv, "--no-progress"]) == 0
+    assert camix([*argv, "--no-progress", "--smoothing", "0"]) == 0
     assert "height 2, width 4" in capsys.readouterr().out
     assert torch.allclose(load_prior(out), expected_prior()) and out.with_suffix(".json").is_file()
+    assert camix([*argv, "--no-progress"]) == 0  # default smoothing 1: (n_c + 1) / (N + 19), N labelled maps
+    labelled = torch.tensor([[2.0, 2.0, 2.0, 1.0], [1.0, 1.0, 2.0, 2.0]])
+    assert torch.allclose(load_prior(out), (expected_prior() * labelled + 1) / (labelled + 19))
     assert camix([*argv[:-4], "--size", "2by4", "--out", str(out)]) == 2
 
 

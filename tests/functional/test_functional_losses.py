@@ -128,3 +128,13 @@ def test_pseudo_label_weight_golden() -> None:
     assert F.pseudo_label_weight(max_prob, 0.4).eq(1).all()
     with pytest.raises(ValueError):
         F.pseudo_label_weight(max_prob, mode="soft")  # type: ignore[arg-type]
+
+
+def test_soft_mse_is_a_weighted_mean_over_every_element() -> None:
+    """Table 5's released MSE: w * mean over B*C*H*W of (softmax(logits) - P_T)^2 (hand-computed, 2 classes)."""
+    logits = torch.tensor([[[[0.0]], [[math.log(3.0)]]]], requires_grad=True)  # softmax = (0.25, 0.75)
+    teacher = torch.tensor([[[[1.0]], [[0.0]]]])
+    loss = F.soft_mse_loss(logits, teacher, torch.tensor(0.5))
+    assert loss.item() == pytest.approx(0.5 * (0.75**2 + 0.75**2) / 2)
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0

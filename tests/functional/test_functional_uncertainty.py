@@ -136,3 +136,14 @@ def test_ema_update_golden_average_and_buffers() -> None:
     )
     with pytest.raises(ValueError):
         F.ema_update_(teacher, nn.Sequential(nn.Conv2d(3, 4, 3)), 0.5)
+
+
+def test_official_entropy_is_nan_where_a_probability_underflowed_and_the_mask_drops_it() -> None:
+    """The released code computes p log p literally: 0 * log 0 = NaN, and NaN < H is false, so U = 0 there."""
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]).T.reshape(1, 1, 3, 1, 2)  # [N, B, C, H, W]
+    official = F.predictive_entropy(probs, official=True)
+    assert torch.isnan(official[0, 0, 0]) and not torch.isnan(official[0, 0, 1])
+    ours = F.predictive_entropy(probs)
+    assert ours[0, 0, 0].item() == pytest.approx(math.log(2))
+    assert official[0, 0, 1].item() == pytest.approx(ours[0, 0, 1].item())
+    assert F.significance_mask(official, 5.0).tolist() == [[[0.0, 1.0]]]
