@@ -49,6 +49,15 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class RareClassConfig:
+    """DAFormer's Rare Class Sampling of source images (DAFormer Sec. 3.3; ``data.rcs``)."""
+
+    temperature: float = 0.01  # T of the softmax over (1 - class frequency): smaller = rarer classes favoured
+    min_pixels: int = 3000  # an image is drawn for class c only if it holds at least this many c pixels (native res)
+    min_crop_ratio: float = 0.5  # crops are redrawn (up to 10 times) until they hold min_pixels * ratio c pixels
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """What the loop trains and evaluates on."""
 
@@ -59,6 +68,7 @@ class DataConfig:
     batch_size: int = 2  # images per domain per iteration (per process under torchrun)
     workers: int = 2  # DataLoader worker processes
     prior: str | None = None  # spatial-prior file; None builds and caches it next to the run data
+    rcs: RareClassConfig | None = None  # Rare Class Sampling of the source images (DAFormer); None: uniform
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,15 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class FeatureDistanceConfig:
+    """DAFormer's Thing-Class ImageNet Feature Distance on the source images (DAFormer Sec. 3.3)."""
+
+    weight: float = 0.0  # lambda_FD (DAFormer: 0.005); 0 disables it (and the frozen ImageNet copy)
+    classes: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)  # thing classes (trainIds)
+    min_ratio: float = 0.75  # a feature cell's downscaled label needs this majority share, else it is ignored
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """The training method and its ablation switches (DESIGN sections 2 and 3)."""
 
@@ -82,6 +101,8 @@ class MethodConfig:
     lambda_con: float = 1.0
     confidence_weight: Literal["uniform", "pixel", "none"] = "uniform"  # DACS's weight of pseudo-labels
     pseudo_threshold: float = 0.968
+    ignore_top: int = 0  # pseudo-label weight 0 on the top rows of target crops (DAFormer: 15)
+    ignore_bottom: int = 0  # ... and on the bottom rows, the ego vehicle (DAFormer: 120)
     ema_alpha: float = 0.99
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
     warmup_iterations: int = 0  # ClassMix (DACS) before CAMix: 110k for GTA5, 40k for SYNTHIA in the released code
@@ -103,17 +124,23 @@ class MethodConfig:
     cowmix_sigma: float = 16.0
     cowmix_p: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with poly decay; the classifier learns ``classifier_lr_mult`` times faster than the backbone."""
+    """SGD (or AdamW) with poly decay after an optional linear warm-up; the head learns ``classifier_lr_mult`` x."""
 
     lr: float = 2.5e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
     power: float = 0.9
     classifier_lr_mult: float = 10.0
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: DAFormer's recipe
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's betas
+    warmup_iterations: int = 0  # linear learning-rate warm-up before the poly decay (DAFormer: 1500)
+    warmup_ratio: float = 1e-6  # the warm-up starts at this fraction of the scheduled rate
+    norm_weight_decay: float | None = None  # weight decay of the backbone's norm layers; None: weight_decay
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from tqdm import tqdm
 from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
-from camix.config import Config, to_dict
+from camix.config import Config, OptimConfig, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
 from camix.models import build_model, load_pretrained, param_groups
+from camix.models.mit import DropPath
 from camix.runtime import (
     Dist,
     all_gather_objects,
@@ -62,12 +63,43 @@ class NonFiniteLoss(CamixError):
     exit_code = 1
 
 
-def poly_lr_(optimizer: torch.optim.Optimizer, base_lr: float, power: float, iteration: int, total: int) -> float:
-    """Poly decay: lr = base * mult * (1 - t/T)^power for each group (its ``lr_mult``); returns the base lr."""
-    lr = base_lr * (1.0 - iteration / total) ** power
+def poly_lr_(
+    optimizer: torch.optim.Optimizer,
+    base_lr: float,
+    power: float,
+    iteration: int,
+    total: int,
+    warmup: int = 0,
+    warmup_ratio: float = 1e-6,
+) -> float:
+    """Poly decay after an optional linear warm-up (:func:`camix.functional.warmup_poly_lr`) for each group, times
+    its ``lr_mult``; returns the base lr."""
+    lr = Fn.warmup_poly_lr(iteration, total, base_lr, power, warmup, warmup_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (DACS/CAMix) or AdamW (DAFormer) over :func:`camix.models.param_groups`."""
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.norm_weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with no trainable parameter (DAFormer's ImageNet model for the FD loss)."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def set_teacher_mode_(teacher: nn.Module, train_mode: bool) -> nn.Module:
+    """The teacher's mode; in train mode (batch statistics) its dropout and stochastic depth stay off, as DAFormer's."""
+    teacher.train(train_mode)
+    for module in teacher.modules():
+        if isinstance(module, (nn.modules.dropout._DropoutNd, DropPath)):
+            module.eval()
+    return teacher
 
 
 def autocast_factory(device: torch.device, amp: str) -> Any:
@@ -145,8 +177,12 @@ class Trainer:
         model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
         if cfg.model.pretrained:
             load_pretrained(model, cfg.model.pretrained)
+        # DAFormer's FD compares with the initial (ImageNet) network: a frozen copy, made before any training step
+        self.imnet = frozen_copy(model) if cfg.method.feature_distance.weight > 0 else None
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
+        if self.imnet is not None:
+            self.imnet = self.imnet.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
         # the teacher: a copy made before any SyncBatchNorm conversion, so it keeps per-rank (chunked) BatchNorm
         plain = copy.deepcopy(model) if cfg.method.name == "mean_teacher" else None
         if self.dist.enabled and cfg.train.sync_bn:
@@ -154,8 +190,7 @@ class Trainer:
                 raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        groups = param_groups(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
-        self.optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.student: nn.Module = self.model
         if self.dist.enabled:
@@ -164,7 +199,7 @@ class Trainer:
         self.teacher: nn.Module | None = None
         if plain is not None:  # after the broadcast: one teacher on every rank
             plain.load_state_dict(self.model.state_dict())
-            self.teacher = plain.requires_grad_(False).train(cfg.method.teacher_train_mode)
+            self.teacher = set_teacher_mode_(plain.requires_grad_(False), cfg.method.teacher_train_mode)
         self.teacher_forward = self.teacher
         if cfg.train.compile:  # compiled callables for the forward passes; the raw modules hold the state
             self.student = torch.compile(self.student)  # type: ignore[assignment]
@@ -192,6 +227,7 @@ class Trainer:
             prior=prior,
             relations=relations_for(cfg.method.relations),
             autocast=autocast_factory(self.device, cfg.train.amp),
+            imagenet=self.imnet,
         )
 
     # ----- checkpoints --------------------------------------------------------------------------------
@@ -306,7 +342,16 @@ class Trainer:
     def train_step(self) -> dict[str, torch.Tensor]:
         """One iteration; returns the detached named losses (still on the device)."""
         cfg = self.cfg
-        lr = poly_lr_(self.optimizer, cfg.optim.lr, cfg.optim.power, self.iteration, cfg.train.iterations)
+        optim = cfg.optim
+        lr = poly_lr_(
+            self.optimizer,
+            optim.lr,
+            optim.power,
+            self.iteration,
+            cfg.train.iterations,
+            optim.warmup_iterations,
+            optim.warmup_ratio,
+        )
         source = self._to_device(next(self.source_iter))
         target = self._to_device(next(self.target_iter)) if self.target_iter is not None else None
         self.context.iteration = self.iteration

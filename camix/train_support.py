@@ -133,7 +133,16 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
         "start_batch": start_batch,
         "pin_memory": pin_memory,
     }
-    source = infinite_loader(_dataset(cfg.data.source, cfg.data.crop, True), seed=cfg.seed, **common)
+    source_ds = _dataset(cfg.data.source, cfg.data.crop, True)
+    if cfg.data.rcs is not None:  # DAFormer's Rare Class Sampling of the source images
+        from camix.data.rcs import class_pixels_cache, load_or_count_class_pixels, rare_class_loader
+
+        cache = class_pixels_cache(cfg.data.source, Path(cfg.out_dir))
+        pixels = load_or_count_class_pixels(cfg.data.source, cache, progress=info.is_main)
+        rcs_args = {k: v for k, v in common.items() if k != "world_size"}
+        source = rare_class_loader(source_ds, pixels, cfg.data.rcs, seed=cfg.seed, **rcs_args)
+    else:
+        source = infinite_loader(source_ds, seed=cfg.seed, **common)
     if cfg.method.name != "mean_teacher":
         return source, None, None
     if cfg.data.target is None:

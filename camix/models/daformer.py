@@ -18,6 +18,7 @@ CAMix's batched teacher passes keep per-pass statistics.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +135,8 @@ class DAFormer(nn.Module):
 
     def normalise(self, x: Tensor) -> Tensor:
         """Caffe BGR (0-255 minus the Caffe mean) -> ImageNet-normalised RGB."""
-        return (x.flip(1) - self.input_shift.to(x.dtype)) / self.input_scale.to(x.dtype)
+        shift, scale = cast(Tensor, self.input_shift), cast(Tensor, self.input_scale)
+        return (x.flip(1) - shift.to(x.dtype)) / scale.to(x.dtype)
 
     def features(self, x: Tensor) -> Tensor:
         """The encoder's last feature map ``[B, C_4, H/32, W/32]`` (for the feature distance)."""
