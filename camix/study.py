@@ -63,6 +63,8 @@ class StudyConfig:
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
     pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
+    # initialisations of other networks: model name -> config; run "pretrain_<model>" starts that model's runs
+    pretrains: dict[str, str] = field(default_factory=dict)
     runs: dict[str, str] = field(default_factory=dict)  # run name -> config file
     tables: tuple[StudyTable, ...] = ()
     per_class: tuple[str, ...] = ()  # rows of the per-class IoU table and of the curves figure
@@ -75,7 +77,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         study = from_dict(StudyConfig, tree, "study")
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
-    known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
+    known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set()) | set(init_runs(study))
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
         if missing:
@@ -91,11 +93,23 @@ def run_dir(study: StudyConfig, name: str, seed: int) -> Path:
 PRETRAIN = "pretrain"
 
 
+def init_runs(study: StudyConfig) -> dict[str, str]:
+    """The initialisation runs of ``study.pretrains``: run name ``pretrain_<model>`` -> config file."""
+    return {f"{PRETRAIN}_{model}": file for model, file in study.pretrains.items()}
+
+
+def init_run(study: StudyConfig, model: str) -> str | None:
+    """The run whose last checkpoint initialises ``model``'s runs: its own pretrain, else the study's, or None."""
+    if model in study.pretrains:
+        return f"{PRETRAIN}_{model}"
+    return PRETRAIN if study.pretrain is not None else None
+
+
 def config_file(study: StudyConfig, name: str) -> str:
-    """The config file of run ``name`` (``pretrain`` is the study's initialisation)."""
+    """The config file of run ``name`` (``pretrain`` and ``pretrain_<model>`` are the initialisations)."""
     if name == PRETRAIN and study.pretrain is not None:
         return study.pretrain
-    return study.runs[name]
+    return init_runs(study).get(name) or study.runs[name]
 
 
 def run_config(study: StudyConfig, name: str, seed: int) -> Config:
@@ -103,8 +117,9 @@ def run_config(study: StudyConfig, name: str, seed: int) -> Config:
     file = config_file(study, name)
     base = load_config(file, [*study.overrides, f"seed={seed}"])
     extra = []
-    if name != PRETRAIN and study.pretrain is not None and base.model.pretrained is not None:
-        extra.append(f"model.pretrained={run_dir(study, PRETRAIN, seed) / 'checkpoints' / 'last.pt'}")
+    init = init_run(study, base.model.name)
+    if name != PRETRAIN and name not in init_runs(study) and init is not None and base.model.pretrained is not None:
+        extra.append(f"model.pretrained={run_dir(study, init, seed) / 'checkpoints' / 'last.pt'}")
     for key in ("source", "target", "val"):
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
@@ -125,7 +140,7 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
 
     For each seed the initialisation (``pretrain``) comes first: the other runs of that seed start from it.
     """
-    names = ([PRETRAIN] if study.pretrain is not None else []) + list(study.runs)
+    names = ([PRETRAIN] if study.pretrain is not None else []) + list(init_runs(study)) + list(study.runs)
     return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
