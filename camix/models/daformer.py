@@ -5,7 +5,7 @@ is embedded to ``embed_dim`` channels (256) by a linear layer, bilinearly upsamp
 (1/4 of the input) and concatenated; a depthwise-separable ASPP fuses them: a 1x1 conv for dilation 1 and
 depthwise 3x3 + pointwise 1x1 convs for dilations 6, 12 and 18, each with BatchNorm + ReLU and no image
 pooling; a 3x3 conv with BatchNorm + ReLU merges the branches; dropout (0.1) and a 1x1 classifier give the
-logits at 1/4 of the input. With MiT-B5 and 19 classes the decoder has 3.71 M parameters (85.15 M in all).
+logits at 1/4 of the input. With MiT-B5 and 19 classes the decoder has 3.71 M parameters (85.16 M in all).
 
 Inputs are camix's Caffe-normalised BGR images (0-255, mean subtracted, like every camix network); the
 network converts them to the ImageNet RGB normalisation (mean 0.485/0.456/0.406, std 0.229/0.224/0.225)

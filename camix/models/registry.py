@@ -107,7 +107,7 @@ def daformer_mitb4(**kwargs: Any) -> DAFormer:
 
 @register
 def daformer_mitb5(**kwargs: Any) -> DAFormer:
-    """DAFormer (Hoyer et al., CVPR 2022): MiT-B5 (81.44 M) and the 256-channel decoder, 85.15 M with 19 classes."""
+    """DAFormer (Hoyer et al., CVPR 2022): MiT-B5 (81.44 M) and the 256-channel decoder, 85.16 M with 19 classes."""
     return _daformer("mit_b5", **kwargs)
 
 
