@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -29,6 +28,7 @@ import torch
 
 from camix.config import load_config
 from camix.models import count_parameters
+from camix.study import cpu_name
 from camix.train import Trainer
 
 RUNS = ("dacs", "camix", "daformer", "daformer_camix")
@@ -86,7 +86,7 @@ def record(text: str, argv: list[str]) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     header = (
         f"\n## SynthCity: DACS and CAMix, deeplabv2_tiny vs daformer_mittiny ({datetime.date.today().isoformat()})\n\n"
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"load average {load:.1f} at the end (a shared machine: other processes ran meanwhile).\n"
         f"Command: `python {shlex.join(['benchmarks/synthcity_networks.py', *argv])}`\n\n"
     )
