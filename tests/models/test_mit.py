@@ -159,3 +159,9 @@ def test_bf16_autocast_forward_is_finite() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(torch.randn(2, 3, 64, 64) * 50)
     assert logits.dtype == torch.bfloat16 and bool(torch.isfinite(logits.float()).all())
+
+
+def test_registry_lists_the_daformer_networks() -> None:
+    from camix.models import MODELS
+
+    assert {name for name in MODELS if name.startswith("daformer_")} == set(PARAMETERS)
