@@ -26,12 +26,11 @@ from tqdm import tqdm
 from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
-from camix.config import Config, OptimConfig, to_dict
+from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError
 from camix.evaluate import EvalResult
 from camix.methods import STEPS, StepContext, StepOutput, relations_for
-from camix.models import build_model, load_pretrained, param_groups
-from camix.models.mit import DropPath
+from camix.models import build_model, load_pretrained
 from camix.runtime import (
     Dist,
     all_gather_objects,
@@ -45,11 +44,14 @@ from camix.runtime import (
 from camix.train_support import (
     MetricsLog,
     StopSignal,
+    build_optimizer,
     build_train_iterators,
     evaluate_distributed,
+    frozen_copy,
     load_or_build_prior,
     prepare_run_dir,
     save_debug_panel,
+    set_teacher_mode_,
 )
 
 LOG = logging.getLogger("camix.train")
@@ -78,28 +80,6 @@ def poly_lr_(
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (DACS/CAMix) or AdamW (DAFormer) over :func:`camix.models.param_groups`."""
-    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.norm_weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with no trainable parameter (DAFormer's ImageNet model for the FD loss)."""
-    return copy.deepcopy(model).requires_grad_(False).eval()
-
-
-def set_teacher_mode_(teacher: nn.Module, train_mode: bool) -> nn.Module:
-    """The teacher's mode; in train mode (batch statistics) its dropout and stochastic depth stay off, as DAFormer's."""
-    teacher.train(train_mode)
-    for module in teacher.modules():
-        if isinstance(module, (nn.modules.dropout._DropoutNd, DropPath)):
-            module.eval()
-    return teacher
 
 
 def autocast_factory(device: torch.device, amp: str) -> Any:

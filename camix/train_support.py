@@ -1,7 +1,9 @@
-"""The pieces the training loop plugs together: run directory, metrics log, stop signals, data, prior, panels."""
+"""The pieces the training loop plugs together: run directory, metrics log, stop signals, data, prior, panels,
+the optimiser and the extra networks (DAFormer's frozen ImageNet copy, the teacher's mode)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -17,10 +19,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from camix.config import Config, DatasetConfig, dump_config, to_dict
+from camix.config import Config, DatasetConfig, OptimConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
 from camix.evaluate import EvalResult, evaluate
 from camix.io import atomic_write_text
+from camix.models import param_groups
+from camix.models.mit import DropPath
 from camix.runtime import Dist, all_gather_objects, all_reduce_
 
 LOG = logging.getLogger("camix.train")
@@ -106,6 +110,28 @@ class StopSignal:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (DACS/CAMix) or AdamW (DAFormer) over :func:`camix.models.param_groups`."""
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.norm_weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with no trainable parameter (DAFormer's ImageNet model for the FD loss)."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def set_teacher_mode_(teacher: nn.Module, train_mode: bool) -> nn.Module:
+    """The teacher's mode; in train mode (batch statistics) its dropout and stochastic depth stay off, as DAFormer's."""
+    teacher.train(train_mode)
+    for module in teacher.modules():
+        if isinstance(module, (nn.modules.dropout._DropoutNd, DropPath)):
+            module.eval()
+    return teacher
 
 
 def _dataset(cfg: DatasetConfig, crop: tuple[int, int] | None, train: bool) -> Any:
