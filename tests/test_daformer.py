@@ -77,3 +77,11 @@ def _onnx_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_daformer_trains_in_bf16(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config("daformer", "train.amp=bf16", "train.eval_every=0", "data.rcs.min_pixels=20")
+    Trainer(cfg, progress=False).fit()
+    records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss/total" in r]
+    assert len(losses) == 2 and all(np.isfinite(r["loss/total"]) and r["loss/fd"] >= 0 for r in losses)
