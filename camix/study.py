@@ -259,7 +259,9 @@ def cpu_name() -> str:
 
 
 def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
-    cfg = next((c for name, _, c in jobs if name != PRETRAIN), jobs[0][2])
+    inits = {PRETRAIN, *init_runs(study)}
+    cfg = next((c for name, _, c in jobs if name not in inits), jobs[0][2])
+    models = list(dict.fromkeys(c.model.name for name, _, c in jobs if name not in inits)) or [cfg.model.name]
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
@@ -268,7 +270,8 @@ Command: `camix study configs/synthcity/study.yaml` ({when}, {cpu_name()}, {os.c
 {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is under "Cost per run").
 
 Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
-{spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;
+{spec.num_target_train} target-train, {spec.num_target_val} target-val images); \
+{"models" if len(models) > 1 else "model"} {", ".join(f"`{m}`" for m in models)};
 {cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
@@ -278,9 +281,13 @@ def _pretrain_note(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) 
     cfgs = [cfg for name, _, cfg in jobs if name == PRETRAIN]
     if not cfgs:
         return ""
+    others = "".join(
+        f" Runs of `{model}` start from `{PRETRAIN}_{model}` ({file}) instead."
+        for model, file in study.pretrains.items()
+    )
     return (
         f" Every run of a seed starts from that seed's `{PRETRAIN}` run ({study.pretrain}: source-only from "
-        f"scratch, {cfgs[0].train.iterations} iterations), the SynthCity stand-in for ImageNet/COCO weights."
+        f"scratch, {cfgs[0].train.iterations} iterations), the SynthCity stand-in for ImageNet/COCO weights.{others}"
     )
 
 
