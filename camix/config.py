@@ -80,6 +80,19 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class RareClassConfig:
+    """DAFormer's Rare Class Sampling of source images (DAFormer Sec. 3.3; ``data.rcs``)."""
+
+    temperature: PositiveFloat = 0.01  # T of the softmax over (1 - class frequency): smaller = rarer classes favoured
+    min_pixels: NonNegativeInt = (
+        3000  # an image is drawn for class c only if it holds at least this many c pixels (native res)
+    )
+    min_crop_ratio: Annotated[float, Range(0, 1)] = (
+        0.5  # crops are redrawn (up to 10 times) until they hold min_pixels * ratio c pixels
+    )
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """What the loop trains and evaluates on."""
 
@@ -93,6 +106,7 @@ class DataConfig:
     # additive (Laplace) smoothing of the computed prior's counts: with 0, a class never seen at a pixel in the
     # source gets Q = 0 there and is vetoed whatever the teacher says (docs/fidelity.md)
     prior_smoothing: NonNegativeFloat = 1.0
+    rcs: RareClassConfig | None = None  # Rare Class Sampling of the source images (DAFormer); None: uniform
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,17 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class FeatureDistanceConfig:
+    """DAFormer's Thing-Class ImageNet Feature Distance on the source images (DAFormer Sec. 3.3)."""
+
+    weight: NonNegativeFloat = 0.0  # lambda_FD (DAFormer: 0.005); 0 disables it (and the frozen ImageNet copy)
+    classes: Annotated[tuple[int, ...], ClassIds()] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)  # thing classes (trainIds)
+    min_ratio: Annotated[float, Range(0, 1)] = (
+        0.75  # a feature cell's downscaled label needs this majority share, else it is ignored
+    )
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """The training method and its ablation switches (the fidelity switches: docs/fidelity.md)."""
 
@@ -119,6 +144,8 @@ class MethodConfig:
     confidence_weight: Literal["uniform", "pixel", "none"] = "uniform"  # DACS's weight of pseudo-labels
     confidence_per_image: bool = True  # "uniform": the confident fraction per image; false: over the batch (released)
     pseudo_threshold: Probability = 0.968
+    ignore_top: NonNegativeInt = 0  # pseudo-label weight 0 on the top rows of target crops (DAFormer: 15)
+    ignore_bottom: NonNegativeInt = 0  # ... and on the bottom rows, the ego vehicle (DAFormer: 120)
     ema_alpha: Probability = 0.99  # the EMA decay's ceiling
     teacher_train_mode: bool = True  # the released code runs the teacher with batch statistics
     # ClassMix (DACS) before the method's own mask, for every mix mode as in the released code (110k for GTA5, 40k
@@ -149,11 +176,12 @@ class MethodConfig:
     cowmix_sigma: PositiveFloat = 16.0
     cowmix_p: Probability = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with poly decay; the classifier learns ``classifier_lr_mult`` times faster than the backbone."""
+    """SGD (or AdamW) with poly decay after an optional linear warm-up; the head learns ``classifier_lr_mult`` x."""
 
     lr: PositiveFloat = 2.5e-4
     momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9
@@ -163,6 +191,14 @@ class OptimConfig:
     # the released code's optimiser: every backbone weight listed once per module containing it (3x for block convs,
     # 4x for downsample convs) under PyTorch's loop SGD, so the backbone moves ~3x faster (docs/fidelity.md)
     duplicate_backbone_params: bool = False
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: DAFormer's recipe
+    betas: tuple[Annotated[float, Range(0, 1, high_open=True)], Annotated[float, Range(0, 1, high_open=True)]] = (
+        0.9,
+        0.999,
+    )  # AdamW's betas
+    warmup_iterations: NonNegativeInt = 0  # linear learning-rate warm-up before the poly decay (DAFormer: 1500)
+    warmup_ratio: Annotated[float, Range(0, 1)] = 1e-6  # the warm-up starts at this fraction of the scheduled rate
+    norm_weight_decay: NonNegativeFloat | None = None  # weight decay of the backbone's norm layers; None: weight_decay
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """ONNX export of the segmentation network, with a numerical check against PyTorch in onnxruntime.
 
 The exported graph maps Caffe-normalised BGR images ``image`` [N,3,H,W] (float32) to ``logits`` [N,C,h,w] at
-output stride 8 (``h = ceil(H/8)`` up to DeepLab-v2's rounding), with N, H and W dynamic. Upsample the logits
+output stride 8 for DeepLab-v2 (``h = ceil(H/8)`` up to its rounding) or 4 for the DAFormer networks, with N, H and
+W dynamic. Upsample the logits
 to the image size (bilinear, ``align_corners=True``) and take the argmax for a label map, as ``camix predict``.
 """
 

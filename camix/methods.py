@@ -50,6 +50,7 @@ class StepContext:
     relations: Mapping[int, Sequence[int]] = field(default_factory=dict)
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     iteration: int = 0
+    imagenet: nn.Module | None = None  # the frozen initial network, when the FD loss is on
 
 
 @dataclass
@@ -67,11 +68,22 @@ def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
 
 
 def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None = None) -> StepOutput:
-    """Eq. 10: pixel-wise cross-entropy on the labelled source batch."""
+    """Eq. 10: pixel-wise cross-entropy on the labelled source batch, plus DAFormer's FD loss when it is on."""
+    image, fd = source["image"], ctx.cfg.feature_distance
+    if ctx.imagenet is None or fd.weight <= 0:
+        with ctx.autocast():
+            logits = upsampled_logits(ctx.student, image)
+        return StepOutput({"seg": F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)})
     with ctx.autocast():
-        logits = upsampled_logits(ctx.student, source["image"])
+        raw, features = ctx.student(image, return_features=True)
+        with torch.no_grad():
+            imagenet_features = ctx.imagenet.features(image)  # type: ignore[operator]  # camix networks have it
+    logits = F.interpolate(raw.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
     loss = F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)
-    return StepOutput({"seg": loss})
+    distance = Fn.thing_feature_distance(
+        features.float(), imagenet_features.float(), source["label"], fd.classes, fd.min_ratio, ctx.num_classes
+    )
+    return StepOutput({"seg": loss, "fd": fd.weight * distance})
 
 
 def active_mix(cfg: MethodConfig, iteration: int) -> str:
@@ -115,6 +127,8 @@ def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> Teacher
     weight = Fn.pseudo_label_weight(
         max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight, per_image=cfg.confidence_per_image
     )
+    if cfg.ignore_top or cfg.ignore_bottom:  # DAFormer: no pseudo-label training on the ego vehicle's rows
+        weight = Fn.ignore_rows(weight, cfg.ignore_top, cfg.ignore_bottom)
     sig = None
     if significance:
         noisy_prob = logits[batch:].softmax(1).unflatten(0, (cfg.noise_passes, batch))

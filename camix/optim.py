@@ -1,4 +1,4 @@
-"""The optimiser: SGD over camix's parameter groups, or over the released code's duplicated parameter list.
+"""The optimiser: SGD or AdamW over camix's parameter groups, or SGD over the released code's duplicated list.
 
 The released code (DACS's DeepLab-v2, used by CAMix) hands SGD the backbone parameters from a generator that walks
 ``module.modules()`` of the stem conv, the stem BatchNorm and ``layer1..4`` and yields every ``parameters()`` of each
@@ -31,10 +31,11 @@ def release_param_list(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
     Returns:
         ``(backbone, classifier)``.
     """
+    head = getattr(model, "head_prefix", CLASSIFIER_PREFIX)
     backbone: list[nn.Parameter] = []
     classifier: list[nn.Parameter] = []
     for name, child in model.named_children():
-        if f"{name}." == CLASSIFIER_PREFIX:
+        if f"{name}." == head:
             classifier.extend(p for p in child.parameters() if p.requires_grad)
             continue
         for module in child.modules():
@@ -43,8 +44,8 @@ def release_param_list(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
 
 
 def optimizer_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, object]]:
-    """Parameter groups for SGD: camix's deduplicated groups, or the released code's duplicated lists."""
-    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult)
+    """Parameter groups: camix's deduplicated groups, or the released code's duplicated lists."""
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.classifier_lr_mult, cfg.norm_weight_decay)
     if not cfg.duplicate_backbone_params:
         return groups
     backbone, classifier = release_param_list(model)
@@ -52,13 +53,15 @@ def optimizer_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
     return [{**group, "params": lists[str(group["name"])]} for group in groups]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
-    """SGD with momentum and weight decay; with ``cfg.duplicate_backbone_params`` the released code's update.
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (DACS/CAMix) or AdamW (DAFormer); with ``cfg.duplicate_backbone_params`` the released update.
 
     The duplicated list needs PyTorch's single-tensor loop (``foreach=False``): it updates the parameter and its
     momentum buffer in place once per copy, as the released code's PyTorch did.
     """
     groups = optimizer_groups(model, cfg)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if not cfg.duplicate_backbone_params:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     with warnings.catch_warnings():  # PyTorch warns that duplicates will be an error "in future"; they are intended

@@ -65,6 +65,8 @@ class StudyConfig:
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
     pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
+    # initialisations of other networks: model name -> config; run "pretrain_<model>" starts that model's runs
+    pretrains: dict[str, str] = field(default_factory=dict)
     runs: dict[str, str] = field(default_factory=dict)  # run name -> config file
     tables: tuple[StudyTable, ...] = ()
     per_class: tuple[str, ...] = ()  # rows of the per-class IoU table and of the curves figure
@@ -80,7 +82,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         raise ConfigError(f"{exc} (in {path})") from None
     if not study.seeds or not study.runs:
         raise ConfigError(f"study file {path} names no {'seeds' if not study.seeds else 'runs'}; add some")
-    known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
+    known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set()) | set(init_runs(study))
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
         if missing:
@@ -96,11 +98,23 @@ def run_dir(study: StudyConfig, name: str, seed: int) -> Path:
 PRETRAIN = "pretrain"
 
 
+def init_runs(study: StudyConfig) -> dict[str, str]:
+    """The initialisation runs of ``study.pretrains``: run name ``pretrain_<model>`` -> config file."""
+    return {f"{PRETRAIN}_{model}": file for model, file in study.pretrains.items()}
+
+
+def init_run(study: StudyConfig, model: str) -> str | None:
+    """The run whose last checkpoint initialises ``model``'s runs: its own pretrain, else the study's, or None."""
+    if model in study.pretrains:
+        return f"{PRETRAIN}_{model}"
+    return PRETRAIN if study.pretrain is not None else None
+
+
 def config_file(study: StudyConfig, name: str) -> str:
-    """The config file of run ``name`` (``pretrain`` is the study's initialisation)."""
+    """The config file of run ``name`` (``pretrain`` and ``pretrain_<model>`` are the initialisations)."""
     if name == PRETRAIN and study.pretrain is not None:
         return study.pretrain
-    return study.runs[name]
+    return init_runs(study).get(name) or study.runs[name]
 
 
 def run_config(study: StudyConfig, name: str, seed: int) -> Config:
@@ -116,8 +130,9 @@ def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
     file = config_file(study, name)
     base = load_config(file, [*study.overrides, f"seed={seed}"])
     extra = []
-    if name != PRETRAIN and study.pretrain is not None and base.model.pretrained is not None:
-        extra.append(f"model.pretrained={run_dir(study, PRETRAIN, seed) / 'checkpoints' / 'last.pt'}")
+    init = init_run(study, base.model.name)
+    if name != PRETRAIN and name not in init_runs(study) and init is not None and base.model.pretrained is not None:
+        extra.append(f"model.pretrained={run_dir(study, init, seed) / 'checkpoints' / 'last.pt'}")
     for key in ("source", "target", "val"):
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
@@ -159,7 +174,7 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
 
     For each seed the initialisation (``pretrain``) comes first: the other runs of that seed start from it.
     """
-    names = ([PRETRAIN] if study.pretrain is not None else []) + list(study.runs)
+    names = ([PRETRAIN] if study.pretrain is not None else []) + list(init_runs(study)) + list(study.runs)
     return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
@@ -277,7 +292,9 @@ def cpu_name() -> str:
 
 
 def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
-    cfg = next((c for name, _, c in jobs if name != PRETRAIN), jobs[0][2])
+    inits = {PRETRAIN, *init_runs(study)}
+    cfg = next((c for name, _, c in jobs if name not in inits), jobs[0][2])
+    models = list(dict.fromkeys(c.model.name for name, _, c in jobs if name not in inits)) or [cfg.model.name]
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
@@ -286,7 +303,8 @@ Command: `camix study configs/synthcity/study.yaml` ({when}, {cpu_name()}, {os.c
 {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is under "Cost per run").
 
 Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
-{spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;
+{spec.num_target_train} target-train, {spec.num_target_val} target-val images); \
+{"models" if len(models) > 1 else "model"} {", ".join(f"`{m}`" for m in models)};
 {cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
@@ -296,9 +314,13 @@ def _pretrain_note(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) 
     cfgs = [cfg for name, _, cfg in jobs if name == PRETRAIN]
     if not cfgs:
         return ""
+    others = "".join(
+        f" Runs of `{model}` start from `{PRETRAIN}_{model}` ({file}) instead."
+        for model, file in study.pretrains.items()
+    )
     return (
         f" Every run of a seed starts from that seed's `{PRETRAIN}` run ({study.pretrain}: source-only from "
-        f"scratch, {cfgs[0].train.iterations} iterations), the SynthCity stand-in for ImageNet/COCO weights."
+        f"scratch, {cfgs[0].train.iterations} iterations), the SynthCity stand-in for ImageNet/COCO weights.{others}"
     )
 
 

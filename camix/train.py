@@ -55,9 +55,11 @@ from camix.train_support import (
     build_train_iterators,
     evaluate_distributed,
     evaluation_failure,
+    frozen_copy,
     load_or_build_prior,
     prepare_run_dir,
     save_debug_panel,
+    set_teacher_mode_,
 )
 from camix.validation import validate_config
 
@@ -72,9 +74,18 @@ class NonFiniteLoss(CamixError):
     exit_code = 1
 
 
-def poly_lr_(optimizer: torch.optim.Optimizer, base_lr: float, power: float, iteration: int, total: int) -> float:
-    """Poly decay: lr = base * mult * (1 - t/T)^power for each group (its ``lr_mult``); returns the base lr."""
-    lr = base_lr * (1.0 - iteration / total) ** power
+def poly_lr_(
+    optimizer: torch.optim.Optimizer,
+    base_lr: float,
+    power: float,
+    iteration: int,
+    total: int,
+    warmup: int = 0,
+    warmup_ratio: float = 1e-6,
+) -> float:
+    """Poly decay after an optional linear warm-up (:func:`camix.functional.warmup_poly_lr`) for each group, times
+    its ``lr_mult``; returns the base lr."""
+    lr = Fn.warmup_poly_lr(iteration, total, base_lr, power, warmup, warmup_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
     return lr
@@ -184,8 +195,12 @@ class Trainer:
         model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
         if cfg.model.pretrained:
             load_pretrained(model, cfg.model.pretrained)
+        # DAFormer's FD compares with the initial (ImageNet) network: a frozen copy, made before any training step
+        self.imnet = frozen_copy(model) if cfg.method.feature_distance.weight > 0 else None
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
+        if self.imnet is not None:
+            self.imnet = self.imnet.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
         # the teacher: a copy made before any SyncBatchNorm conversion, so it keeps per-rank (chunked) BatchNorm
         plain = copy.deepcopy(model) if cfg.method.name == "mean_teacher" else None
         if self.dist.enabled and cfg.train.sync_bn:
@@ -202,7 +217,7 @@ class Trainer:
         self.teacher: nn.Module | None = None
         if plain is not None:  # after the broadcast: one teacher on every rank
             plain.load_state_dict(self.model.state_dict())
-            self.teacher = plain.requires_grad_(False).train(cfg.method.teacher_train_mode)
+            self.teacher = set_teacher_mode_(plain.requires_grad_(False), cfg.method.teacher_train_mode)
         self.teacher_forward = self.teacher
         if cfg.train.compile:  # compiled callables for the forward passes; the raw modules hold the state
             self.student = torch.compile(self.student)  # type: ignore[assignment]
@@ -230,6 +245,7 @@ class Trainer:
             prior=prior,
             relations=relations_for(cfg.method.relations),
             autocast=autocast_factory(self.device, cfg.train.amp),
+            imagenet=self.imnet,
         )
 
     # ----- checkpoints --------------------------------------------------------------------------------
@@ -387,7 +403,16 @@ class Trainer:
     def train_step(self) -> dict[str, torch.Tensor]:
         """One iteration; returns the detached named losses (still on the device)."""
         cfg = self.cfg
-        lr = poly_lr_(self.optimizer, cfg.optim.lr, cfg.optim.power, self.iteration, cfg.train.iterations)
+        optim = cfg.optim
+        lr = poly_lr_(
+            self.optimizer,
+            optim.lr,
+            optim.power,
+            self.iteration,
+            cfg.train.iterations,
+            optim.warmup_iterations,
+            optim.warmup_ratio,
+        )
         source = self._to_device(next(self.source_iter))
         target = self._to_device(next(self.target_iter)) if self.target_iter is not None else None
         self.context.iteration = self.iteration

@@ -1,7 +1,9 @@
-"""The pieces the training loop plugs together: claiming the run directory, stop signals, data, eval, prior."""
+"""The pieces the training loop plugs together: claiming the run directory, stop signals, data, eval, prior,
+panels, and the extra networks (DAFormer's frozen ImageNet copy, the teacher's mode)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from camix.config import Config, DatasetConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
 from camix.evaluate import EvalResult, EvaluationStopped, evaluate
+from camix.models.mit import DropPath
 from camix.rundir import RunDir, RunDirError, RunLock, claim
 from camix.runtime import Dist, all_gather_objects, all_reduce_
 
@@ -90,6 +93,20 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with no trainable parameter (DAFormer's ImageNet model for the FD loss)."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def set_teacher_mode_(teacher: nn.Module, train_mode: bool) -> nn.Module:
+    """The teacher's mode; in train mode (batch statistics) its dropout and stochastic depth stay off, as DAFormer's."""
+    teacher.train(train_mode)
+    for module in teacher.modules():
+        if isinstance(module, (nn.modules.dropout._DropoutNd, DropPath)):
+            module.eval()
+    return teacher
+
+
 def _dataset(cfg: DatasetConfig, crop: tuple[int, int] | None, train: bool) -> Any:
     from camix.data.datasets import build_dataset
 
@@ -115,7 +132,16 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
         "start_batch": start_batch,
         "pin_memory": pin_memory,
     }
-    source = infinite_loader(_dataset(cfg.data.source, cfg.data.crop, True), seed=cfg.seed, **common)
+    source_ds = _dataset(cfg.data.source, cfg.data.crop, True)
+    if cfg.data.rcs is not None:  # DAFormer's Rare Class Sampling of the source images
+        from camix.data.rcs import class_pixels_cache, load_or_count_class_pixels, rare_class_loader
+
+        cache = class_pixels_cache(cfg.data.source, Path(cfg.out_dir))
+        pixels = load_or_count_class_pixels(cfg.data.source, cache, progress=info.is_main)
+        rcs_args = {k: v for k, v in common.items() if k != "world_size"}
+        source = rare_class_loader(source_ds, pixels, cfg.data.rcs, seed=cfg.seed, **rcs_args)
+    else:
+        source = infinite_loader(source_ds, seed=cfg.seed, **common)
     if cfg.method.name != "mean_teacher":
         return source, None, None
     if cfg.data.target is None:

@@ -193,6 +193,15 @@ def check_rules(cfg: Config) -> None:
     method, data, train = cfg.method, cfg.data, cfg.train
     if not cfg.out_dir.strip():
         raise ConfigKeyError("config key 'out_dir' is empty; name the run directory (--set out_dir=runs/x)", "out_dir")
+    optim = cfg.optim
+    if optim.duplicate_backbone_params and (optim.optimizer != "sgd" or optim.norm_weight_decay is not None):
+        raise ConfigKeyError(
+            "config key 'optim.duplicate_backbone_params': true reproduces the released SGD; it needs "
+            f"optim.optimizer=sgd (got {optim.optimizer}) and optim.norm_weight_decay=null (got "
+            f"{optim.norm_weight_decay})",
+            "optim.duplicate_backbone_params",
+            "optim.optimizer",
+        )
     if method.mix != "none" and method.warmup_iterations > train.iterations:
         raise ConfigKeyError(
             f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "

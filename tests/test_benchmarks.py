@@ -68,3 +68,19 @@ def test_gpu_check_script_smoke() -> None:
     assert "| camix | baseline |" in out
     assert "| dacs | baseline |" not in out  # baseline for CAMix only
     assert "| camix | con |" in out and "== done" in out
+
+
+def test_synthcity_networks_script_times_both_networks(
+    synthcity_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import synthcity_networks
+
+    argv = ["--data", str(synthcity_root), "--runs", "dacs", "daformer_camix", "--iters", "1", "--warmup", "0"]
+    rows = synthcity_networks.main([*argv, "--no-record"])
+    assert [(r["run"], r["model"], r["optimizer"]) for r in rows] == [
+        ("dacs", "deeplabv2_tiny", "sgd"),
+        ("daformer_camix", "daformer_mittiny", "adamw"),
+    ]
+    assert all(float(r["median"]) > 0 for r in rows)  # type: ignore[arg-type]
+    printed = capsys.readouterr().out
+    assert "| daformer_camix | daformer_mittiny | adamw | 489,875 |" in printed

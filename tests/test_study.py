@@ -120,3 +120,20 @@ def test_a_run_of_another_config_is_moved_aside_not_resumed(tiny_config, capsys:
     assert "is moved aside" in capsys.readouterr().out
     (old,) = Path(cfg.out_dir).parent.glob("source_only.old-*")
     assert "seed: 0" in (old / "config.yaml").read_text() and is_finished(changed) and not is_finished(cfg)
+
+
+def test_each_network_starts_from_its_own_initialisation(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        f"out_dir: {tmp_path / 'runs'}\nseeds: [3]\npretrain: configs/synthcity/pretrain.yaml\n"
+        "pretrains: {daformer_mittiny: configs/synthcity/daformer_pretrain.yaml}\n"
+        "runs: {dacs: configs/synthcity/dacs.yaml, daformer: configs/synthcity/daformer.yaml}\n"
+        "tables: [{title: T, rows: [pretrain_daformer_mittiny, daformer], baseline: dacs}]\n"
+    )
+    jobs = {name: cfg for name, _, cfg in plan(load_study(path))}
+    assert list(jobs) == ["pretrain", "pretrain_daformer_mittiny", "dacs", "daformer"]
+    init = jobs["pretrain_daformer_mittiny"]
+    assert init.model.name == "daformer_mittiny" and init.model.pretrained is None
+    assert init.out_dir == str(tmp_path / "runs" / "pretrain_daformer_mittiny_seed3") and init.seed == 3
+    assert jobs["daformer"].model.pretrained == str(Path(init.out_dir) / "checkpoints" / "last.pt")
+    assert jobs["dacs"].model.pretrained == str(tmp_path / "runs" / "pretrain_seed3" / "checkpoints" / "last.pt")

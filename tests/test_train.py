@@ -29,6 +29,7 @@ def test_every_synthcity_config_trains_two_iterations(tiny_config, name: str) ->
     assert [r["iteration"] for r in losses] == [1, 2]
     assert all(math.isfinite(v) for r in losses for k, v in r.items() if k.startswith("loss/"))
     expected_terms = {"loss/seg", "loss/total"} | ({"loss/con"} if cfg.method.name == "mean_teacher" else set())
+    expected_terms |= {"loss/fd"} if cfg.method.feature_distance.weight > 0 else set()  # DAFormer's FD
     assert {key for key in losses[0] if key.startswith("loss/")} == expected_terms
     if cfg.method.name == "mean_teacher":
         assert 0.0 <= losses[0]["stat/target_area"] <= 1.0 and 0.0 <= losses[0]["stat/significant"] <= 1.0

@@ -120,12 +120,24 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         except DataError as exc:
             raise ItemError(str(exc)) from None
 
-    def _load(self, sample: Sample) -> dict[str, Any]:
+    def load_keeping(self, index: int, cls: int, min_pixels: int, tries: int = 10) -> dict[str, Any]:
+        """Item ``index`` with its random crop redrawn (up to ``tries`` crops) until it holds ``min_pixels`` pixels
+        of class ``cls`` (DAFormer's Rare Class Sampling; the last crop is kept when none does)."""
+        try:
+            return self._load(self.samples[index], keep=(cls, min_pixels, tries))
+        except ItemError:
+            raise
+        except DataError as exc:
+            raise ItemError(str(exc)) from None
+
+    def _load(self, sample: Sample, keep: tuple[int, int, int] | None = None) -> dict[str, Any]:
         image = open_image(sample.image)
         raw = sample.label_format.read(sample.label)
         self._check_sizes(sample, image.size, (raw.shape[1], raw.shape[0]))
         size = target_size(image.size, self.cfg.size, self.cfg.scale)
         box = self._box(size)
+        if keep is not None and self.crop is not None and self.train:
+            box = self._box_keeping(raw, sample, size, box, keep)
         image_t = image_crop_tensor(resize_image(image, size), box)
         if self.cfg.label_size == "native" and self.crop is None:
             label = map_labels(raw, sample.label_format, sample.label)
@@ -138,6 +150,15 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
             "name": sample.name,
             "size": torch.tensor(size, dtype=torch.int64),
         }
+
+    def _box_keeping(self, raw: np.ndarray, sample: Sample, size: SizeWH, box: Box, keep: tuple[int, int, int]) -> Box:
+        cls, min_pixels, tries = keep
+        for _ in range(tries - 1):
+            crop = map_labels(resize_crop_label(raw, size, box), sample.label_format, sample.label)
+            if int((crop == cls).sum()) >= min_pixels:
+                break
+            box = self._box(size)
+        return box
 
     def _box(self, size: SizeWH) -> Box:
         if self.crop is None:

@@ -62,18 +62,24 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
 
 class SeededDataset(Dataset[dict[str, Any]]):
-    """Wraps a dataset so that item ``(index, seed)`` draws its random crop from ``seed`` alone."""
+    """Wraps a dataset so that item ``(index, seed)`` draws its random crop from ``seed`` alone.
 
-    def __init__(self, base: Dataset[dict[str, Any]]) -> None:
-        self.base = base
+    Item ``(index, seed, cls)`` (Rare Class Sampling, :mod:`camix.data.rcs`) asks the base dataset for a crop that
+    keeps at least ``keep_pixels`` pixels of class ``cls`` (its ``load_keeping`` method).
+    """
+
+    def __init__(self, base: Dataset[dict[str, Any]], keep_pixels: int = 0) -> None:
+        self.base, self.keep_pixels = base, keep_pixels
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, ...]) -> dict[str, Any]:
+        index, seed, *keep = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if keep and self.keep_pixels > 0:
+                return self.base.load_keeping(index, keep[0], self.keep_pixels)  # type: ignore[attr-defined]
             return self.base[index]
 
 

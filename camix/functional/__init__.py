@@ -23,6 +23,14 @@ from camix.functional.classes import (
     select_half_batched,
 )
 from camix.functional.context import contextual_mask, modulated_pseudo_label, spatial_prior
+from camix.functional.daformer import (
+    THING_CLASSES,
+    downscale_label_ratio,
+    ignore_rows,
+    rcs_class_probabilities,
+    thing_feature_distance,
+    warmup_poly_lr,
+)
 from camix.functional.losses import consistency_loss, pseudo_label_weight, soft_mse_loss, src_loss
 from camix.functional.metrics import confusion_matrix, iou, miou
 from camix.functional.mixing import classmix_mask, cowmix_mask, cutmix_mask, mix
@@ -37,6 +45,7 @@ __all__ = [
     "MIOU16_CLASSES",
     "NUM_CLASSES",
     "RELATION_PRESETS",
+    "THING_CLASSES",
     "Relations",
     "class_mask",
     "classmix_mask",
@@ -46,10 +55,12 @@ __all__ = [
     "contextual_mask",
     "cowmix_mask",
     "cutmix_mask",
+    "downscale_label_ratio",
     "dynamic_threshold",
     "ema_alpha",
     "ema_update_",
     "expand_with_relations",
+    "ignore_rows",
     "iou",
     "label_bins",
     "mask_from_selection",
@@ -60,6 +71,7 @@ __all__ = [
     "predictive_entropy",
     "presence_matrix",
     "pseudo_label_weight",
+    "rcs_class_probabilities",
     "relations_matrix",
     "select_classes",
     "select_half_batched",
@@ -67,4 +79,6 @@ __all__ = [
     "soft_mse_loss",
     "spatial_prior",
     "src_loss",
+    "thing_feature_distance",
+    "warmup_poly_lr",
 ]

@@ -137,6 +137,7 @@ class DeepLabV2(nn.Module):
     """
 
     output_stride = 8
+    head_prefix = CLASSIFIER_PREFIX  # the classifier learns ``optim.classifier_lr_mult`` times faster
 
     def __init__(
         self,
@@ -194,11 +195,17 @@ class DeepLabV2(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``[B, C, h, w]`` at output stride 8 (callers upsample bilinearly)."""
+    def features(self, x: Tensor) -> Tensor:
+        """The backbone's output (``layer4``) ``[B, C_4, h, w]``, the map a feature distance compares."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.layer5(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits ``[B, C, h, w]`` at output stride 8 (callers upsample bilinearly); with ``return_features``
+        also the ``layer4`` output."""
+        features = self.features(x)
+        logits = self.layer5(features)
+        return (logits, features) if return_features else logits
 
 
 def set_bn_trainable(model: nn.Module, trainable: bool) -> None:
@@ -223,31 +230,55 @@ def output_size(size: int) -> int:
 
 
 def param_groups(
-    model: nn.Module, lr: float, weight_decay: float, classifier_lr_mult: float = 10.0
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    classifier_lr_mult: float = 10.0,
+    norm_weight_decay: float | None = None,
 ) -> list[dict[str, object]]:
-    """Optimiser parameter groups: backbone at ``lr``, classifier (``layer5``) at ``classifier_lr_mult * lr``.
+    """Optimiser parameter groups: backbone at ``lr``, head/classifier at ``classifier_lr_mult * lr``.
 
-    Only parameters with ``requires_grad`` are included, so frozen BatchNorm affine parameters never
-    reach the optimiser. Each group carries ``"lr"``, ``"initial_lr"`` (both ``lr * lr_mult``),
-    ``"lr_mult"`` and ``"name"``, so that a poly schedule can set
-    ``group["lr"] = base_lr * group["lr_mult"] * (1 - t / T) ** power``.
+    The head is every parameter whose name starts with the model's ``head_prefix`` (``layer5.`` for DeepLab-v2,
+    ``decode_head.`` for DAFormer). Only parameters with ``requires_grad`` are included, so frozen BatchNorm
+    affine parameters never reach the optimiser. Each group carries ``"lr"``, ``"initial_lr"`` (both
+    ``lr * lr_mult``), ``"lr_mult"`` and ``"name"``, so that a schedule can set
+    ``group["lr"] = schedule(t) * group["lr_mult"]``.
 
     Args:
-        model: A ``DeepLabV2`` (any module whose classifier parameters start with ``layer5.``).
-        lr: Base learning rate (2.5e-4 in the paper).
-        weight_decay: Weight decay applied to both groups (5e-4 in the paper).
-        classifier_lr_mult: Learning-rate multiplier of the classifier (10 in the paper).
+        model: A ``DeepLabV2``, a ``DAFormer`` or any module with a ``head_prefix`` (default ``layer5.``).
+        lr: Base learning rate (2.5e-4 in the paper, 6e-5 in DAFormer).
+        weight_decay: Weight decay of the groups (5e-4 in the paper, 0.01 in DAFormer).
+        classifier_lr_mult: Learning-rate multiplier of the head (10 in both).
+        norm_weight_decay: When set, the backbone's normalisation-layer parameters (LayerNorm, BatchNorm,
+            GroupNorm) form a group ``backbone_norm`` with this decay (DAFormer: 0, "no decay on norms").
 
     Returns:
-        Non-empty groups, backbone first, ready for ``torch.optim.SGD``.
+        Non-empty groups, backbone first, head last, ready for ``torch.optim.SGD`` or ``AdamW``.
     """
+    prefix = getattr(model, "head_prefix", CLASSIFIER_PREFIX)
+    norm_names = set()
+    if norm_weight_decay is not None:
+        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+        for module_name, module in model.named_modules():
+            if isinstance(module, norm_types):
+                norm_names |= {f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
     backbone: list[nn.Parameter] = []
+    norms: list[nn.Parameter] = []
     classifier: list[nn.Parameter] = []
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            (classifier if name.startswith(CLASSIFIER_PREFIX) else backbone).append(param)
+        if not param.requires_grad:
+            continue
+        if name.startswith(prefix):
+            classifier.append(param)
+        else:
+            (norms if name in norm_names else backbone).append(param)
+    plan = (
+        ("backbone", backbone, 1.0, weight_decay),
+        ("backbone_norm", norms, 1.0, norm_weight_decay),
+        ("classifier", classifier, classifier_lr_mult, weight_decay),
+    )
     groups = []
-    for group_name, params, mult in (("backbone", backbone, 1.0), ("classifier", classifier, classifier_lr_mult)):
+    for group_name, params, mult, decay in plan:
         if params:
             group_lr = lr * mult
             groups.append(
@@ -257,7 +288,7 @@ def param_groups(
                     "lr": group_lr,
                     "initial_lr": group_lr,
                     "lr_mult": mult,
-                    "weight_decay": weight_decay,
+                    "weight_decay": decay,
                 }
             )
     return groups

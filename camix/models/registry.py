@@ -1,4 +1,7 @@
-"""Registry of DeepLab-v2 variants: ``MODELS[name](**kwargs) -> DeepLabV2`` and ``build_model``.
+"""Registry of networks: ``MODELS[name](**kwargs) -> nn.Module`` and ``build_model``.
+
+DeepLab-v2 variants (``deeplabv2_*``) and DAFormer networks (``daformer_mitb0`` ... ``daformer_mitb5``: a
+SegFormer MiT encoder with DAFormer's decoder; ``daformer_mittiny``: a CPU-sized one for SynthCity).
 
 ``deeplabv2_r101`` is the exact community network (43.9 M parameters with 19 classes). ``r50`` and
 ``r18`` keep its design at smaller depth (their torchvision ImageNet weights load too). ``tiny`` and
@@ -15,10 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from camix.errors import ConfigError
-from camix.models.deeplabv2 import BasicBlock, Bottleneck, DeepLabV2
+from torch import nn
 
-Builder = Callable[..., DeepLabV2]
+from camix.errors import ConfigError
+from camix.models.daformer import DAFormer
+from camix.models.deeplabv2 import BasicBlock, Bottleneck, DeepLabV2
+from camix.models.mit import mit
+
+Builder = Callable[..., nn.Module]
 
 MODELS: dict[str, Builder] = {}
 
@@ -61,14 +68,64 @@ def deeplabv2_tiny(**kwargs: Any) -> DeepLabV2:
     return DeepLabV2(BasicBlock, (1, 1, 1, 1), planes=(16, 32, 64, 128), stem_width=16, **kwargs)
 
 
-def build_model(name: str, num_classes: int = 19, aspp_branches: int = 2, **kwargs: Any) -> DeepLabV2:
+def _daformer(encoder: str, embed_dim: int = 256, aspp_branches: int = 2, **kwargs: Any) -> DAFormer:
+    """A DAFormer network on MiT ``encoder``; ``aspp_branches`` is DeepLab-v2's switch and must stay at 2."""
+    if aspp_branches != 2:
+        raise ConfigError("model.aspp_branches applies to DeepLab-v2 only; remove it for a daformer_* network")
+    return DAFormer(mit(encoder), embed_dim=embed_dim, **kwargs)
+
+
+@register
+def daformer_mitb0(**kwargs: Any) -> DAFormer:
+    """DAFormer's decoder on MiT-B0 (3.3 M encoder parameters)."""
+    return _daformer("mit_b0", **kwargs)
+
+
+@register
+def daformer_mitb1(**kwargs: Any) -> DAFormer:
+    """DAFormer's decoder on MiT-B1 (13.2 M encoder parameters)."""
+    return _daformer("mit_b1", **kwargs)
+
+
+@register
+def daformer_mitb2(**kwargs: Any) -> DAFormer:
+    """DAFormer's decoder on MiT-B2 (24.2 M encoder parameters)."""
+    return _daformer("mit_b2", **kwargs)
+
+
+@register
+def daformer_mitb3(**kwargs: Any) -> DAFormer:
+    """DAFormer's decoder on MiT-B3 (44.1 M encoder parameters)."""
+    return _daformer("mit_b3", **kwargs)
+
+
+@register
+def daformer_mitb4(**kwargs: Any) -> DAFormer:
+    """DAFormer's decoder on MiT-B4 (60.8 M encoder parameters)."""
+    return _daformer("mit_b4", **kwargs)
+
+
+@register
+def daformer_mitb5(**kwargs: Any) -> DAFormer:
+    """DAFormer (Hoyer et al., CVPR 2022): MiT-B5 (81.44 M) and the 256-channel decoder, 85.16 M with 19 classes."""
+    return _daformer("mit_b5", **kwargs)
+
+
+@register
+def daformer_mittiny(**kwargs: Any) -> DAFormer:
+    """A CPU-sized DAFormer for SynthCity: a one-block-per-stage MiT at half B0's width, a 32-channel decoder."""
+    return _daformer("mit_tiny", embed_dim=32, **kwargs)
+
+
+def build_model(name: str, num_classes: int = 19, aspp_branches: int = 2, **kwargs: Any) -> nn.Module:
     """Build a registered variant.
 
     Args:
-        name: A key of ``MODELS``, e.g. ``"deeplabv2_r101"`` (the paper) or ``"deeplabv2_tiny"`` (CPU).
+        name: A key of ``MODELS``, e.g. ``"deeplabv2_r101"`` (the paper), ``"daformer_mitb5"`` (DAFormer) or
+            ``"deeplabv2_tiny"`` / ``"daformer_mittiny"`` (CPU).
         num_classes: Number of output classes.
-        aspp_branches: 2 (sum of the dilation-6 and -12 branches, the released code) or 4 (all four).
-        **kwargs: Passed to ``DeepLabV2``, e.g. ``trainable_bn=True``.
+        aspp_branches: DeepLab-v2 only: 2 (sum of the dilation-6 and -12 branches, the released code) or 4 (all).
+        **kwargs: Passed to the network, e.g. ``trainable_bn=True`` for DeepLab-v2.
 
     Raises:
         ConfigError: For an unknown name, an ``aspp_branches`` other than 2 or 4, or a non-positive class count.

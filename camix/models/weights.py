@@ -9,6 +9,10 @@ Accepted files (DESIGN section 4; all local, never downloaded):
 - ``torchvision``: a torchvision-style ResNet ImageNet state dict (same names for ``conv1``, ``bn1``,
   ``layer1``-``layer4``); ``fc`` is skipped. torchvision puts the stride of a bottleneck on the 3x3
   conv, DeepLab on the first 1x1: shapes agree, so it loads, but the features differ a little.
+- ``mit-imagenet``: SegFormer's ImageNet MiT encoders ``mit_b0.pth`` ... ``mit_b5.pth`` (flat, or inside
+  ``state_dict``), for the ``daformer_*`` networks: their names are the encoder's, loaded under the model's
+  ``backbone.`` prefix; the ImageNet classifier ``head.*`` is skipped. Every encoder tensor must match in name
+  and shape, and none may be left over: anything else is a ``CheckpointError`` (another MiT size, usually).
 - ``camix``: a training checkpoint, i.e. a dict whose ``model`` (or ``state_dict``) entry is the state
   dict (other entries such as ``teacher``, ``optimizer`` or ``config`` are ignored).
 
@@ -42,10 +46,13 @@ logger = logging.getLogger("camix.models")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 IMAGENET_INIT_PREFIX = "Scale."
 NESTED_KEYS = ("model", "state_dict")
+MIT_FORMAT = "mit-imagenet"
+MIT_MARKER = "patch_embed1.proj.weight"
+MIT_HEAD = "head."  # the ImageNet classifier of the MiT checkpoints  # the first tensor of every MiT encoder checkpoint
 NOT_COUNTED = "num_batches_tracked"  # BatchNorm counters: absent from the 2017 files, never reported missing
 MAX_EXAMPLES = 3
 
-REASON_UNUSED_CLASSIFIER = "classifier of an ImageNet checkpoint (not used by DeepLab)"
+REASON_UNUSED_CLASSIFIER = "classifier of an ImageNet checkpoint (not used for segmentation)"
 REASON_SHAPE = "shape differs from the model"
 REASON_UNKNOWN = "no such tensor in the model"
 REASON_NOT_TENSOR = "not a tensor"
@@ -103,9 +110,13 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False,
     """
     path = Path(path)
     state, fmt = _state_dict_of(_read(path, trusted), path)
+    if fmt == MIT_FORMAT:
+        state = _under_backbone(model, state, path)
     report = _match(model, state, fmt, path)
     if not any(state[key].dim() >= 2 for key in report.loaded):  # biases and BN vectors alone are coincidences
         raise CheckpointError(_nothing_matched(model, report, path))
+    if fmt == MIT_FORMAT:
+        _require_whole_encoder(model, report, path)
     if strict and (report.skipped or report.missing):
         raise CheckpointError(f"{path}: {_summary(report)}; strict loading needs an exact match")
     model.load_state_dict({key: state[key] for key in report.loaded}, strict=False)
@@ -175,12 +186,43 @@ def _state_dict_of(raw: Any, path: Path) -> tuple[dict[str, Any], str]:
         return {key.removeprefix(IMAGENET_INIT_PREFIX): value for key, value in state.items()}, "deeplab-imagenet"
     if "fc.weight" in state and not any(key.startswith("layer5.") for key in state):
         return state, "torchvision"
+    if MIT_MARKER in state:
+        return state, MIT_FORMAT
     return state, fmt
+
+
+def _under_backbone(model: nn.Module, state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A MiT encoder checkpoint's names moved under the model's ``backbone_prefix`` (``head.*`` kept as is)."""
+    prefix = getattr(model, "backbone_prefix", None)
+    if prefix is None:
+        variant = getattr(model, "variant", type(model).__name__)
+        raise CheckpointError(
+            f"{path}: a MiT encoder checkpoint, but model {variant} has no MiT encoder; "
+            "use a daformer_* model (model.name)"
+        )
+    return {key if key.startswith(MIT_HEAD) else prefix + key: value for key, value in state.items()}
+
+
+def _require_whole_encoder(model: nn.Module, report: LoadReport, path: Path) -> None:
+    """Every encoder tensor loaded and nothing left over (the ImageNet classifier aside), else one-line error."""
+    prefix = getattr(model, "backbone_prefix", "")
+    unexpected = [key for reason, keys in report.skipped.items() if reason != REASON_UNUSED_CLASSIFIER for key in keys]
+    missing = [key for key in report.missing if key.startswith(prefix)]
+    if unexpected or missing:
+        variant = getattr(model, "variant", type(model).__name__)
+        parts = [f"{len(unexpected)} unexpected ({_examples(unexpected, report)})"] if unexpected else []
+        parts += [f"{len(missing)} missing ({_examples(missing)})"] if missing else []
+        raise CheckpointError(
+            f"{path}: this MiT checkpoint does not fit the encoder of {variant}: {'; '.join(parts)}; "
+            "use the mit_bN.pth that matches model.name (daformer_mitbN)"
+        )
 
 
 def _skip_reason(key: str, value: Any, target: dict[str, Tensor], fmt: str) -> str | None:
     """Why checkpoint tensor ``key`` is not loaded, or None when it is."""
     if (fmt == "deeplab-imagenet" and key.startswith("layer5.")) or (fmt == "torchvision" and key.startswith("fc.")):
+        return REASON_UNUSED_CLASSIFIER
+    if fmt == MIT_FORMAT and key.startswith(MIT_HEAD):
         return REASON_UNUSED_CLASSIFIER
     if not isinstance(value, Tensor):
         return REASON_NOT_TENSOR
@@ -231,8 +273,12 @@ def _summary(report: LoadReport) -> str:
 
 
 def _expected(keys: list[str], report: LoadReport) -> bool:
-    """Whether leaving ``keys`` out is routine: only the classifier, from an init file (not a camix checkpoint)."""
-    return report.format != "camix" and all(key.startswith(CLASSIFIER_PREFIX) for key in keys)
+    """Whether leaving ``keys`` out is routine: only the classifier, from an init file (not a camix checkpoint).
+
+    A MiT encoder file never holds DAFormer's decoder, so its ``decode_head.*`` is routinely missing.
+    """
+    heads = ("decode_head.",) if report.format == MIT_FORMAT else (CLASSIFIER_PREFIX,)
+    return report.format != "camix" and all(key.startswith(heads) for key in keys)
 
 
 def _log(report: LoadReport) -> None:
