@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from camix.config import OptimConfig
+from camix.errors import ConfigError
 from camix.models import param_groups
 from camix.models.deeplabv2 import CLASSIFIER_PREFIX
 
@@ -53,12 +54,21 @@ def optimizer_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, objec
     return [{**group, "params": lists[str(group["name"])]} for group in groups]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, amp: str = "none") -> torch.optim.Optimizer:
     """SGD with momentum (DACS/CAMix) or AdamW (DAFormer); with ``cfg.duplicate_backbone_params`` the released update.
 
     The duplicated list needs PyTorch's single-tensor loop (``foreach=False``): it updates the parameter and its
     momentum buffer in place once per copy, as the released code's PyTorch did.
+
+    Raises:
+        ConfigError: the duplicated list with ``amp="fp16"``, whose gradient scaler would unscale a duplicated
+            weight's gradient once per copy.
     """
+    if cfg.duplicate_backbone_params and amp == "fp16":
+        raise ConfigError(
+            "optim.duplicate_backbone_params=true cannot train with train.amp=fp16 (the gradient scaler would unscale "
+            "a duplicated weight's gradient once per copy); use train.amp=bf16 or none"
+        )
     groups = optimizer_groups(model, cfg)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -202,6 +202,13 @@ def check_rules(cfg: Config) -> None:
             "optim.duplicate_backbone_params",
             "optim.optimizer",
         )
+    if optim.duplicate_backbone_params and train.amp == "fp16":
+        raise ConfigKeyError(
+            "config key 'optim.duplicate_backbone_params': true cannot train with train.amp=fp16 (the gradient "
+            "scaler would unscale a duplicated weight's gradient once per copy); use train.amp=bf16 or none",
+            "optim.duplicate_backbone_params",
+            "train.amp",
+        )
     if method.mix != "none" and method.warmup_iterations > train.iterations:
         raise ConfigKeyError(
             f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "

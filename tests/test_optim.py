@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from camix.config import OptimConfig
+from camix.errors import ConfigError
 from camix.models import build_model
 from camix.optim import build_optimizer, release_param_list
 
@@ -113,3 +114,12 @@ def test_duplicated_optimizer_state_round_trips() -> None:
     again = build_optimizer(model, cfg)
     again.load_state_dict(state)
     assert len(again.state) == len([p for p in model.parameters() if p.requires_grad])
+
+
+def test_duplicates_refuse_the_fp16_gradient_scaler() -> None:
+    """GradScaler.unscale_ divides each listed gradient once per copy: fp16 with duplicates would be wrong."""
+    model = build_model("deeplabv2_tiny", 19)
+    with pytest.raises(ConfigError, match="amp=fp16"):
+        build_optimizer(model, OptimConfig(duplicate_backbone_params=True), amp="fp16")
+    assert build_optimizer(model, OptimConfig(duplicate_backbone_params=True), amp="bf16") is not None
+    assert build_optimizer(model, OptimConfig(), amp="fp16") is not None
