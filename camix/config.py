@@ -103,6 +103,7 @@ class MethodConfig:
     cowmix_sigma: float = 16.0
     cowmix_p: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment_source: bool = False  # the strong augmentation on the labelled batch too (source-only + aug diagnostic)
 
 
 @dataclass(frozen=True)

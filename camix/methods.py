@@ -66,9 +66,14 @@ def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
 
 
 def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None = None) -> StepOutput:
-    """Eq. 10: pixel-wise cross-entropy on the labelled source batch."""
+    """Eq. 10: pixel-wise cross-entropy on the labelled source batch.
+
+    With ``method.augment_source`` the batch first gets the student's strong augmentation (colour jitter and
+    blur): the diagnostic row that shows how much of the domain gap augmentation alone removes.
+    """
+    image = ctx.augment(source["image"]) if ctx.cfg.augment_source else source["image"]
     with ctx.autocast():
-        logits = upsampled_logits(ctx.student, source["image"])
+        logits = upsampled_logits(ctx.student, image)
     loss = F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)
     return StepOutput({"seg": loss})
 

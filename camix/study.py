@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class SynthCitySpec:
     num_target_train: int = 400
     num_target_val: int = 100
     gap: float = 1.0
+    version: str = "1.1"  # the generator version (docs/synthcity.md)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,13 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         study = from_dict(StudyConfig, tree, "study")
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
+    from camix.data.synthcity import GENERATOR_VERSIONS
+
+    if study.synthcity.version not in GENERATOR_VERSIONS:
+        raise ConfigError(
+            f"study.synthcity.version: unknown SynthCity generator version {study.synthcity.version!r}; "
+            f"choose one of {list(GENERATOR_VERSIONS)} (in {path})"
+        )
     known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
@@ -145,6 +154,7 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
             num_target_train=spec.num_target_train,
             num_target_val=spec.num_target_val,
             gap=spec.gap,
+            version=spec.version,
         )
     jobs = plan(study)
     started, trained = time.perf_counter(), 0
@@ -249,14 +259,29 @@ def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
 
-Command: `camix study configs/synthcity/study.yaml` ({when}, {cpu_name()}, {os.cpu_count()} cores,
-{torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is under "Cost per run").
+Command: `camix study configs/synthcity/study.yaml` ({when}, commit {git_commit()}, {cpu_name()},
+{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is
+under "Cost per run").
 
-Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
-{spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;
+Setup: SynthCity {spec.version} {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source}
+source, {spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;
 {cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
+
+
+def git_commit() -> str:
+    """The short commit of the working directory's git checkout (``+dirty`` with uncommitted changes), or unknown."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _pretrain_note(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
