@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from camix.cli import main
+from camix.config import load_config
 from camix.errors import ConfigError
 from camix.study import NOTES_MARKER, load_study, plan
 from tests.conftest import TINY_SIZE
@@ -73,4 +74,17 @@ def test_study_rejects_unknown_rows(tmp_path: Path) -> None:
         load_study(path)
     path.write_text("runz: {}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'study\.runz'"):
+        load_study(path)
+
+
+def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(tmp_path: Path) -> None:
+    study = load_study("configs/synthcity/study.yaml")
+    assert study.synthcity.version == "1.1"  # the default generator until a new one is frozen
+    diagnostic = load_config(study.runs["source_only_aug"])
+    assert diagnostic.method.name == "source_only" and diagnostic.method.augment_source
+    assert diagnostic.data.target is None and not load_config(study.runs["source_only"]).method.augment_source
+    assert "source_only_aug" in study.tables[0].rows
+    path = tmp_path / "s.yaml"
+    path.write_text("synthcity: {version: '0.9'}\n")
+    with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):
         load_study(path)
