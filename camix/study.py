@@ -29,6 +29,7 @@ from camix.errors import ConfigError
 from camix.io import atomic_write_text
 
 DEFAULT_DATA_PREFIX = "data/synthcity"
+DEFAULT_COMMAND = "camix study configs/synthcity/study.yaml"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
+    run_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run name -> its own extra overrides
     pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
     runs: dict[str, str] = field(default_factory=dict)  # run name -> config file
     tables: tuple[StudyTable, ...] = ()
@@ -85,6 +87,9 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
             f"choose one of {list(GENERATOR_VERSIONS)} (in {path})"
         )
     known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set())
+    unknown = sorted(set(study.run_overrides) - known)
+    if unknown:
+        raise ConfigError(f"study.run_overrides names unknown runs {unknown} (in {path})")
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
         if missing:
@@ -110,7 +115,8 @@ def config_file(study: StudyConfig, name: str) -> str:
 def run_config(study: StudyConfig, name: str, seed: int) -> Config:
     """The resolved config of one run of the study."""
     file = config_file(study, name)
-    base = load_config(file, [*study.overrides, f"seed={seed}"])
+    overrides = [*study.overrides, *study.run_overrides.get(name, ()), f"seed={seed}"]
+    base = load_config(file, overrides)
     extra = []
     if name != PRETRAIN and study.pretrain is not None and base.model.pretrained is not None:
         extra.append(f"model.pretrained={run_dir(study, PRETRAIN, seed) / 'checkpoints' / 'last.pt'}")
@@ -118,7 +124,7 @@ def run_config(study: StudyConfig, name: str, seed: int) -> Config:
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
             extra.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
-    return load_config(file, [*study.overrides, f"seed={seed}", *extra, f"out_dir={run_dir(study, name, seed)}"])
+    return load_config(file, [*overrides, *extra, f"out_dir={run_dir(study, name, seed)}"])
 
 
 def is_finished(cfg: Config) -> bool:
@@ -138,8 +144,10 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
     return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
-def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
-    """Train what is missing, then write the results file; returns its path."""
+def run_study(
+    study: StudyConfig, *, progress: bool = True, only_report: bool = False, command: str = DEFAULT_COMMAND
+) -> Path:
+    """Train what is missing, then write the results file (naming ``command``); returns its path."""
     from camix.data.synthcity import ensure
     from camix.train import train
 
@@ -175,7 +183,7 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
             f"{(time.perf_counter() - t0) / 60:.1f} min; elapsed {elapsed / 60:.0f} min, "
             f"about {elapsed / trained * left / 60:.0f} min left"
         )
-    return write_results(study, jobs)
+    return write_results(study, jobs, command)
 
 
 def _groups(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> dict[str, Any]:
@@ -197,13 +205,13 @@ def run_seconds(cfg: Config) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> Path:
+def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str = DEFAULT_COMMAND) -> Path:
     """The results markdown: tables, per-class IoU, curves (PNG + CSV), setup and timings."""
     from camix.report import comparison_table, group_curve, per_class_table, plot_curves
 
     groups = _groups(study, jobs)
     out = Path(study.results)
-    sections = [_header(study, jobs)]
+    sections = [_header(study, jobs, command)]
     for table in study.tables:
         rows = [groups[name] for name in table.rows if name in groups]
         if rows and table.baseline in groups:
@@ -253,19 +261,21 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
+def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str) -> str:
     cfg = next((c for name, _, c in jobs if name != PRETRAIN), jobs[0][2])
+    counts = sorted({c.train.iterations for name, _, c in jobs if name != PRETRAIN} or {cfg.train.iterations})
+    iterations = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (each row's under 'checkpoint')"
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
 
-Command: `camix study configs/synthcity/study.yaml` ({when}, commit {git_commit()}, {cpu_name()},
+Command: `{command}` ({when}, commit {git_commit()}, {cpu_name()},
 {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is
 under "Cost per run").
 
 Setup: SynthCity {spec.version} {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source}
 source, {spec.num_target_train} target-train, {spec.num_target_val} target-val images); model `{cfg.model.name}`;
-{cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
+{iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
 

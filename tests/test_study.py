@@ -88,3 +88,18 @@ def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(
     path.write_text("synthcity: {version: '0.9'}\n")
     with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):
         load_study(path)
+
+
+def test_run_overrides_apply_to_their_run_only(synthcity_root: Path, tmp_path: Path) -> None:
+    """A longer schedule for the main comparison, a shorter one for ablations: per-run overrides."""
+    study_file = write_study(tmp_path, synthcity_root)
+    text = study_file.read_text() + "run_overrides: {oracle: [train.iterations=5, optim.lr=0.5]}\n"
+    study_file.write_text(text)
+    iterations = {
+        (name, seed): (cfg.train.iterations, cfg.optim.lr) for name, seed, cfg in plan(load_study(study_file))
+    }
+    assert iterations[("oracle", 1)] == (5, 0.5)
+    assert iterations[("camix", 1)] == (2, 0.0025) and iterations[("pretrain", 0)] == (2, 0.01)
+    study_file.write_text(text.replace("{oracle:", "{orcale:"))
+    with pytest.raises(ConfigError, match=r"run_overrides names unknown runs \['orcale'\]"):
+        load_study(study_file)
