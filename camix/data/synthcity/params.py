@@ -131,7 +131,7 @@ TARGET_V2 = Domain(
     style=dataclasses.replace(
         TARGET.style,
         lookalike=0.8,  # road/sidewalk, building/wall, vegetation/terrain look alike (docs/synthcity.md)
-        texture=0.25,  # stronger class-specific surface texture: stains, patches, foliage (docs/synthcity.md)
+        texture=0.4,  # stronger class-specific surface texture: stains, patches, foliage (docs/synthcity.md)
     ),
 )
 """The "photographed" target domain at ``gap=1`` of generator version 2.0 (docs/synthcity.md)."""
