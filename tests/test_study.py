@@ -87,6 +87,8 @@ def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(
     v2 = load_study("configs/synthcity/study_v2.yaml")  # the same study on generator 2.0, in its own folders
     assert v2.synthcity.version == "2.0" and v2.synthcity.dir != study.synthcity.dir and v2.out_dir != study.out_dir
     assert v2.runs == study.runs and v2.tables == study.tables
+    schedules = {(cfg.train.iterations, cfg.method.threshold_ramp) for name, _, cfg in plan(v2) if name != "pretrain"}
+    assert len(schedules) == 1  # every row of a table shares one schedule
     path = tmp_path / "s.yaml"
     path.write_text("synthcity: {version: '0.9'}\n")
     with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):
