@@ -89,6 +89,13 @@ def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(
     assert v2.runs == study.runs and v2.tables == study.tables
     schedules = {(cfg.train.iterations, cfg.method.threshold_ramp) for name, _, cfg in plan(v2) if name != "pretrain"}
     assert len(schedules) == 1  # every row of a table shares one schedule
+    calibration = load_study("configs/synthcity/calibrate_v2.yaml")  # baselines only, reused by study_v2.yaml
+    assert set(calibration.runs) == {"source_only", "source_only_aug", "oracle", "mean_teacher", "cutmix", "dacs"}
+    study_configs = {(name, seed): cfg for name, seed, cfg in plan(v2)}
+    assert all(study_configs[(name, seed)] == cfg for name, seed, cfg in plan(calibration))
+    unseen = load_study("configs/synthcity/calibrate_v2_seed1.yaml")
+    assert unseen.synthcity.seed == 1 and unseen.synthcity.dir != calibration.synthcity.dir
+    assert unseen.out_dir != calibration.out_dir
     path = tmp_path / "s.yaml"
     path.write_text("synthcity: {version: '0.9'}\n")
     with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):

@@ -16,7 +16,7 @@ from camix.train import Trainer, poly_lr_, train
 SYNTHCITY_CONFIGS = sorted(
     p.stem
     for p in (PACKAGED_CONFIGS / "synthcity").glob("*.yaml")
-    if p.stem != "base" and not p.stem.startswith("study")
+    if p.stem != "base" and not p.stem.startswith(("study", "calibrate"))
 )
 
 
