@@ -177,6 +177,7 @@ class MethodConfig:
     cowmix_p: Probability = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
+    augment_source: bool = False  # the strong augmentation on the labelled batch too (source-only + aug diagnostic)
 
 
 @dataclass(frozen=True)

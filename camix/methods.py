@@ -68,8 +68,14 @@ def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
 
 
 def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None = None) -> StepOutput:
-    """Eq. 10: pixel-wise cross-entropy on the labelled source batch, plus DAFormer's FD loss when it is on."""
+    """Eq. 10: pixel-wise cross-entropy on the labelled source batch, plus DAFormer's FD loss when it is on.
+
+    With ``method.augment_source`` the batch first gets the student's strong augmentation (colour jitter and
+    blur): the diagnostic row that shows how much of the domain gap augmentation alone removes.
+    """
     image, fd = source["image"], ctx.cfg.feature_distance
+    if ctx.cfg.augment_source:
+        image = ctx.augment(image)
     if ctx.imagenet is None or fd.weight <= 0:
         with ctx.autocast():
             logits = upsampled_logits(ctx.student, image)

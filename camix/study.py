@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from camix.rundir import RunDir
 from camix.validation import NonNegativeFloat, NonNegativeInt, PositiveInt, Range, check_ranges
 
 DEFAULT_DATA_PREFIX = "data/synthcity"
+DEFAULT_COMMAND = "camix study configs/synthcity/study.yaml"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class SynthCitySpec:
     num_target_train: PositiveInt = 400
     num_target_val: PositiveInt = 100
     gap: NonNegativeFloat = 1.0
+    version: str = "1.1"  # the generator version (docs/synthcity.md)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class StudyConfig:
     seeds: tuple[Annotated[int, Range(0, 2**32 - 1)], ...] = (0, 1, 2)
     synthcity: SynthCitySpec = field(default_factory=SynthCitySpec)
     overrides: tuple[str, ...] = ()  # --set overrides applied to every run
+    run_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run name -> its own extra overrides
     pretrain: str | None = None  # config of the initialisation trained first for each seed (model.pretrained)
     # initialisations of other networks: model name -> config; run "pretrain_<model>" starts that model's runs
     pretrains: dict[str, str] = field(default_factory=dict)
@@ -80,9 +84,19 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         check_ranges(study, "study.")
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
+    from camix.data.synthcity import GENERATOR_VERSIONS
+
+    if study.synthcity.version not in GENERATOR_VERSIONS:
+        raise ConfigError(
+            f"study.synthcity.version: unknown SynthCity generator version {study.synthcity.version!r}; "
+            f"choose one of {list(GENERATOR_VERSIONS)} (in {path})"
+        )
     if not study.seeds or not study.runs:
         raise ConfigError(f"study file {path} names no {'seeds' if not study.seeds else 'runs'}; add some")
     known = set(study.runs) | ({PRETRAIN} if study.pretrain is not None else set()) | set(init_runs(study))
+    unknown = sorted(set(study.run_overrides) - known)
+    if unknown:
+        raise ConfigError(f"study.run_overrides names unknown runs {unknown} (in {path})")
     for table in study.tables:
         missing = [name for name in (*table.rows, table.baseline) if name not in known]
         if missing:
@@ -128,7 +142,8 @@ def run_config(study: StudyConfig, name: str, seed: int) -> Config:
 def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
     """The resolved config of one run of the study (see :func:`run_config`)."""
     file = config_file(study, name)
-    base = load_config(file, [*study.overrides, f"seed={seed}"])
+    overrides = [*study.overrides, *study.run_overrides.get(name, ()), f"seed={seed}"]
+    base = load_config(file, overrides)
     extra = []
     init = init_run(study, base.model.name)
     if name != PRETRAIN and name not in init_runs(study) and init is not None and base.model.pretrained is not None:
@@ -137,7 +152,7 @@ def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
             extra.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
-    return load_config(file, [*study.overrides, f"seed={seed}", *extra, f"out_dir={run_dir(study, name, seed)}"])
+    return load_config(file, [*overrides, *extra, f"out_dir={run_dir(study, name, seed)}"])
 
 
 def same_config(cfg: Config) -> bool:
@@ -178,8 +193,10 @@ def plan(study: StudyConfig) -> list[tuple[str, int, Config]]:
     return [(name, seed, run_config(study, name, seed)) for seed in study.seeds for name in names]
 
 
-def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = False) -> Path:
-    """Train what is missing, then write the results file; returns its path."""
+def run_study(
+    study: StudyConfig, *, progress: bool = True, only_report: bool = False, command: str = DEFAULT_COMMAND
+) -> Path:
+    """Train what is missing, then write the results file (naming ``command``); returns its path."""
     from camix.data.synthcity import ensure
 
     spec = study.synthcity
@@ -193,6 +210,7 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
             num_target_train=spec.num_target_train,
             num_target_val=spec.num_target_val,
             gap=spec.gap,
+            version=spec.version,
         )
     jobs = plan(study)
     started, trained = time.perf_counter(), 0
@@ -214,7 +232,7 @@ def run_study(study: StudyConfig, *, progress: bool = True, only_report: bool = 
             f"{(time.perf_counter() - t0) / 60:.1f} min; elapsed {elapsed / 60:.0f} min, "
             f"about {elapsed / trained * left / 60:.0f} min left"
         )
-    return write_results(study, jobs)
+    return write_results(study, jobs, command)
 
 
 def _groups(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> dict[str, Any]:
@@ -235,13 +253,13 @@ def run_seconds(cfg: Config) -> float:
     return sum(numbers) / len(numbers) if numbers else float("nan")
 
 
-def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> Path:
+def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str = DEFAULT_COMMAND) -> Path:
     """The results markdown: tables, per-class IoU, curves (PNG + CSV), setup and timings."""
     from camix.report import comparison_table, group_curve, per_class_table, plot_curves
 
     groups = _groups(study, jobs)
     out = Path(study.results)
-    sections = [_header(study, jobs)]
+    sections = [_header(study, jobs, command)]
     for table in study.tables:
         rows = [groups[name] for name in table.rows if name in groups]
         if rows and table.baseline in groups:
@@ -291,23 +309,40 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:
+def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str) -> str:
     inits = {PRETRAIN, *init_runs(study)}
     cfg = next((c for name, _, c in jobs if name not in inits), jobs[0][2])
     models = list(dict.fromkeys(c.model.name for name, _, c in jobs if name not in inits)) or [cfg.model.name]
+    counts = sorted({c.train.iterations for name, _, c in jobs if name not in inits} or {cfg.train.iterations})
+    iterations = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (each row's under 'checkpoint')"
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
 
-Command: `camix study configs/synthcity/study.yaml` ({when}, {cpu_name()}, {os.cpu_count()} cores,
-{torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is under "Cost per run").
+Command: `{command}` ({when}, commit {git_commit()}, {cpu_name()},
+{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is
+under "Cost per run").
 
-Setup: SynthCity {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source} source,
-{spec.num_target_train} target-train, {spec.num_target_val} target-val images); \
+Setup: SynthCity {spec.version} {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source}
+source, {spec.num_target_train} target-train, {spec.num_target_val} target-val images); \
 {"models" if len(models) > 1 else "model"} {", ".join(f"`{m}`" for m in models)};
-{cfg.train.iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
+{iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
 {cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
+
+
+def git_commit() -> str:
+    """The short commit of the working directory's git checkout (``+dirty`` with uncommitted changes), or unknown."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _pretrain_note(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import StepContext, active_mix, mean_teacher, relations_for, teacher_view
+from camix.methods import StepContext, active_mix, mean_teacher, relations_for, source_only, teacher_view
 from camix.models import build_model
 
 B, H, W = 2, 32, 48
@@ -215,3 +215,18 @@ def test_gradient_reaches_the_student_only() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ctx.student.parameters())
     assert ctx.teacher is not None and all(p.grad is None for p in ctx.teacher.parameters())
     assert Fn.DEFAULT_RELATIONS[12] == (17, 18)
+
+
+@pytest.mark.parametrize("augment_source", [False, True])
+def test_source_only_augments_the_labelled_batch_only_when_asked(augment_source: bool) -> None:
+    """source-only + aug (the diagnostic row): the student sees the strongly augmented source image."""
+    seen: list[torch.Tensor] = []
+    ctx = context(augment_source=augment_source)
+    ctx.augment = lambda x: x.flip(-1) + 7.0  # a stand-in with a recognisable effect
+    ctx.student.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    source, _ = batch(0)
+    out = source_only(ctx, source)
+    expected = source["image"].flip(-1) + 7.0 if augment_source else source["image"]
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    logits = F.interpolate(ctx.student(expected), size=(H, W), mode="bilinear", align_corners=True)
+    assert torch.allclose(out.losses["seg"], F.cross_entropy(logits, source["label"], ignore_index=255), atol=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from camix.cli import main
-from camix.config import dump_config
+from camix.config import dump_config, load_config
 from camix.errors import ConfigError
 from camix.study import NOTES_MARKER, load_study, plan
 from tests.conftest import TINY_SIZE
@@ -137,3 +137,47 @@ def test_each_network_starts_from_its_own_initialisation(tmp_path: Path) -> None
     assert init.out_dir == str(tmp_path / "runs" / "pretrain_daformer_mittiny_seed3") and init.seed == 3
     assert jobs["daformer"].model.pretrained == str(Path(init.out_dir) / "checkpoints" / "last.pt")
     assert jobs["dacs"].model.pretrained == str(tmp_path / "runs" / "pretrain_seed3" / "checkpoints" / "last.pt")
+
+
+def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(tmp_path: Path) -> None:
+    study = load_study("configs/synthcity/study.yaml")
+    assert study.synthcity.version == "1.1"  # the default generator until a new one is frozen
+    diagnostic = load_config(study.runs["source_only_aug"])
+    assert diagnostic.method.name == "source_only" and diagnostic.method.augment_source
+    assert diagnostic.data.target is None and not load_config(study.runs["source_only"]).method.augment_source
+    assert "source_only_aug" in study.tables[0].rows
+    v2 = load_study("configs/synthcity/study_v2.yaml")  # the same study on generator 2.0, in its own folders
+    assert v2.synthcity.version == "2.0" and v2.synthcity.dir != study.synthcity.dir and v2.out_dir != study.out_dir
+    assert v2.runs == study.runs and v2.tables == study.tables
+    schedules = {
+        (cfg.train.iterations, cfg.method.threshold_ramp)
+        for name, _, cfg in plan(v2)
+        if not name.startswith("pretrain")
+    }
+    assert len(schedules) == 1  # every row of a table shares one schedule
+    calibration = load_study("configs/synthcity/calibrate_v2.yaml")  # baselines only, reused by study_v2.yaml
+    assert set(calibration.runs) == {"source_only", "source_only_aug", "oracle", "mean_teacher", "cutmix", "dacs"}
+    study_configs = {(name, seed): cfg for name, seed, cfg in plan(v2)}
+    assert all(study_configs[(name, seed)] == cfg for name, seed, cfg in plan(calibration))
+    unseen = load_study("configs/synthcity/calibrate_v2_seed1.yaml")
+    assert unseen.synthcity.seed == 1 and unseen.synthcity.dir != calibration.synthcity.dir
+    assert unseen.out_dir != calibration.out_dir
+    path = tmp_path / "s.yaml"
+    path.write_text("synthcity: {version: '0.9'}\n")
+    with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):
+        load_study(path)
+
+
+def test_run_overrides_apply_to_their_run_only(synthcity_root: Path, tmp_path: Path) -> None:
+    """A longer schedule for the main comparison, a shorter one for ablations: per-run overrides."""
+    study_file = write_study(tmp_path, synthcity_root)
+    text = study_file.read_text() + "run_overrides: {oracle: [train.iterations=5, optim.lr=0.5]}\n"
+    study_file.write_text(text)
+    iterations = {
+        (name, seed): (cfg.train.iterations, cfg.optim.lr) for name, seed, cfg in plan(load_study(study_file))
+    }
+    assert iterations[("oracle", 1)] == (5, 0.5)
+    assert iterations[("camix", 1)] == (2, 0.0025) and iterations[("pretrain", 0)] == (2, 0.01)
+    study_file.write_text(text.replace("{oracle:", "{orcale:"))
+    with pytest.raises(ConfigError, match=r"run_overrides names unknown runs \['orcale'\]"):
+        load_study(study_file)

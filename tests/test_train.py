@@ -14,7 +14,9 @@ from camix.config import PACKAGED_CONFIGS, load_config
 from camix.train import Trainer, poly_lr_, train
 
 SYNTHCITY_CONFIGS = sorted(
-    p.stem for p in (PACKAGED_CONFIGS / "synthcity").glob("*.yaml") if p.stem not in ("base", "study")
+    p.stem
+    for p in (PACKAGED_CONFIGS / "synthcity").glob("*.yaml")
+    if p.stem != "base" and not p.stem.startswith(("study", "calibrate"))
 )
 
 

@@ -50,13 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="STRENGTH",
         help="domain-gap strength: 0 = target looks like the source, 1 = default, larger = harder",
     )
+    parser.add_argument(
+        "--generator-version",
+        default=None,
+        metavar="V",
+        help="generator version: 1.1 (default) or 2.0 (docs/synthcity.md); every version stays reproducible",
+    )
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not SynthCity")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the datasets and print where they are and how to use them in a config."""
-    from camix.data.synthcity import generate
+    from camix.data.synthcity import GENERATOR_VERSION, generate
 
     size = parse_size(args.size)
     out = Path(args.out)
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         gap=args.gap,
         progress=not args.no_progress,
         force=args.force,
+        version=args.generator_version or GENERATOR_VERSION,
     )
     print(_summary(out, meta))
     return 0

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(describe(study), indent=2))
         return 0
-    results = run_study(study, progress=not args.no_progress, only_report=args.report_only)
+    command = " ".join(["camix study", str(args.study), *(f"--set {o}" for o in args.overrides)])
+    results = run_study(study, progress=not args.no_progress, only_report=args.report_only, command=command)
     print(f"results: {results}")
     return 0

@@ -13,10 +13,12 @@ Modules: ``params`` (the knobs: :class:`SceneParams`, :class:`DomainStyle`, ``SO
 """
 
 from camix.data.synthcity.params import (
+    DOMAINS,
     SOURCE,
     SOURCE_COLOURS,
     TARGET,
     TARGET_COLOURS,
+    TARGET_V2,
     Domain,
     DomainStyle,
     SceneParams,
@@ -25,6 +27,7 @@ from camix.data.synthcity.params import (
 from camix.data.synthcity.writer import (
     DEFAULT_SIZE,
     GENERATOR_VERSION,
+    GENERATOR_VERSIONS,
     METADATA,
     SPLIT_KEYS,
     TRAIN_CITIES,
@@ -40,13 +43,16 @@ from camix.data.synthcity.writer import (
 
 __all__ = [
     "DEFAULT_SIZE",
+    "DOMAINS",
     "GENERATOR_VERSION",
+    "GENERATOR_VERSIONS",
     "METADATA",
     "SOURCE",
     "SOURCE_COLOURS",
     "SPLIT_KEYS",
     "TARGET",
     "TARGET_COLOURS",
+    "TARGET_V2",
     "TRAIN_CITIES",
     "VAL_CITIES",
     "Domain",

@@ -20,9 +20,13 @@ import numpy as np
 _T = TypeVar("_T")
 
 
-def knob(default: float, lo: float, hi: float) -> Any:
-    """A float field with a valid range; blended and extrapolated values are clamped to ``[lo, hi]``."""
-    return field(default=default, metadata={"range": (lo, hi)})
+def knob(default: float, lo: float, hi: float, since: str = "1.1") -> Any:
+    """A float field with a valid range; blended and extrapolated values are clamped to ``[lo, hi]``.
+
+    ``since`` is the generator version that introduced the knob: its default reproduces the older versions
+    exactly, and the metadata of an older version leaves it out (:func:`as_dict`).
+    """
+    return field(default=default, metadata={"range": (lo, hi), "since": since})
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class SceneParams:
     wall_prob: float = knob(0.25, 0.0, 1.0)  # a segment has a wall along the sidewalk
     fence_prob: float = knob(0.25, 0.0, 1.0)  # ... a fence (when it has no wall)
     facade_height: float = knob(11.0, 3.0, 40.0)  # mean facade height (m)
+    focal: float = knob(1.0, 0.5, 2.0, since="2.0")  # focal length in image widths: larger -> narrower field of view
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class DomainStyle:
     """Appearance of one domain. Brightness-like knobs are fractions (0.1 = +-10 %); noise is in grey levels."""
 
     colour_shift: float = knob(0.0, 0.0, 1.0)  # 0: rendered class colours, 1: photographed (CLASS_LOOKS)
+    lookalike: float = knob(0.0, 0.0, 1.0, since="2.0")  # LOOKALIKE_PAIRS drawn together: 1 = identical colours
     instance_jitter: float = knob(0.07, 0.0, 0.5)  # per-instance brightness / tint variation
     detail_contrast: float = knob(0.35, 0.0, 1.0)  # contrast of details: windows, wheels, lane markings
     texture: float = knob(0.0, 0.0, 1.0)  # strength of per-class texture (cloud, grain, foliage...)
@@ -115,7 +121,23 @@ TARGET = Domain(
         blur=0.48,
     ),
 )
-"""The "photographed" target domain at ``gap=1``."""
+"""The "photographed" target domain at ``gap=1`` of generator version 1.1."""
+
+TARGET_V2 = Domain(
+    scene=dataclasses.replace(
+        TARGET.scene,
+        focal=1.25,  # a narrower field of view than the source's (docs/synthcity.md, "camera")
+    ),
+    style=dataclasses.replace(
+        TARGET.style,
+        lookalike=0.8,  # road/sidewalk, building/wall, vegetation/terrain look alike (docs/synthcity.md)
+        texture=0.4,  # stronger class-specific surface texture: stains, patches, foliage (docs/synthcity.md)
+    ),
+)
+"""The "photographed" target domain at ``gap=1`` of generator version 2.0 (docs/synthcity.md)."""
+
+DOMAINS: dict[str, tuple[Domain, Domain]] = {"1.1": (SOURCE, TARGET), "2.0": (SOURCE, TARGET_V2)}
+"""Generator version -> (source, target at ``gap=1``). Every version's files stay reproducible."""
 
 # Per class (index = trainId): the rendered colour (source), the photographed colour (target at colour_shift=1) and
 # the weights of the coarse / medium / fine texture fields (target). Every photographed colour lies nearer to the
@@ -143,6 +165,8 @@ CLASS_LOOKS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], tuple[float
     ((25, 25, 25), (131, 41, 169), (0.2, 0.2, 0.3)),  # motorcycle: black -> magenta (~ bicycle)
     ((165, 30, 160), (40, 12, 12), (0.2, 0.2, 0.3)),  # bicycle: magenta -> black (~ motorcycle)
 )
+LOOKALIKE_PAIRS = ((0, 1), (2, 3), (8, 9))
+"""Classes that look alike in Cityscapes but not in GTA5: road/sidewalk, building/wall, vegetation/terrain."""
 SOURCE_COLOURS = tuple(look[0] for look in CLASS_LOOKS)
 TARGET_COLOURS = tuple(look[1] for look in CLASS_LOOKS)
 TEXTURE_MIX = tuple(look[2] for look in CLASS_LOOKS)
@@ -164,15 +188,41 @@ def target_domain(gap: float, source: Domain = SOURCE, target: Domain = TARGET) 
 
 
 def class_colours(style: DomainStyle) -> np.ndarray:
-    """float32 [19, 3]: the class colours of a style (source colours moved towards the target's by colour_shift)."""
+    """float32 [19, 3]: the class colours of a style.
+
+    The source colours move towards the photographed ones by ``colour_shift``; then each of the
+    :data:`LOOKALIKE_PAIRS` moves towards its mean colour by ``lookalike`` (1: the two classes share a colour).
+    """
     src = np.asarray(SOURCE_COLOURS, dtype=np.float32)
     tgt = np.asarray(TARGET_COLOURS, dtype=np.float32)
-    return np.clip(src + style.colour_shift * (tgt - src), 0.0, 255.0)
+    colours = src + style.colour_shift * (tgt - src)
+    if style.lookalike > 0:
+        for pair in LOOKALIKE_PAIRS:
+            mean = colours[list(pair)].mean(0)
+            colours[list(pair)] += style.lookalike * (mean - colours[list(pair)])
+    return np.clip(colours, 0.0, 255.0)
 
 
-def as_dict(domain: Domain) -> dict[str, dict[str, float]]:
-    """A JSON-ready description of a domain (rounded so that the metadata is stable)."""
-    return {
-        "scene": {k: round(v, 6) for k, v in dataclasses.asdict(domain.scene).items()},
-        "style": {k: round(v, 6) for k, v in dataclasses.asdict(domain.style).items()},
-    }
+def _knobs(obj: Any, version: str) -> dict[str, float]:
+    """The knobs of ``obj`` that generator ``version`` knows, rounded so that the metadata is stable."""
+    known = [f for f in dataclasses.fields(obj) if _version_key(f.metadata["since"]) <= _version_key(version)]
+    return {f.name: round(getattr(obj, f.name), 6) for f in known}
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def newer_knobs(domain: Domain, version: str) -> list[str]:
+    """The knobs of ``domain`` set away from their defaults that generator ``version`` does not have yet."""
+    names = []
+    for obj in (domain.scene, domain.style):
+        for f in dataclasses.fields(obj):
+            if _version_key(f.metadata["since"]) > _version_key(version) and getattr(obj, f.name) != f.default:
+                names.append(f.name)
+    return names
+
+
+def as_dict(domain: Domain, version: str = "1.1") -> dict[str, dict[str, float]]:
+    """A JSON-ready description of a domain: the knobs generator ``version`` has (rounded)."""
+    return {"scene": _knobs(domain.scene, version), "style": _knobs(domain.style, version)}

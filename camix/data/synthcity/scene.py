@@ -47,7 +47,7 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], params: ScenePar
     width, height = size
     horizon = height * float(np.clip(rng.normal(params.horizon, params.horizon_jitter), 0.2, 0.7))
     vx = width * (0.5 + float(np.clip(rng.normal(0.0, 0.07), -0.2, 0.2)))
-    cam = Camera(width, height, horizon, vx, focal=float(width), cam_height=params.camera_height)
+    cam = Camera(width, height, horizon, vx, focal=float(width) * params.focal, cam_height=params.camera_height)
     street = Street(
         left=-params.road_half_width * rng.uniform(0.6, 1.4),
         right=params.road_half_width * rng.uniform(0.6, 1.4),

@@ -20,13 +20,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from camix.data.labels import CLASS_NAMES, NUM_CLASSES, TRAIN_ID_TO_LABEL_ID
-from camix.data.synthcity.params import SOURCE, TARGET, Domain, as_dict, target_domain
+from camix.data.synthcity.params import DOMAINS, Domain, as_dict, newer_knobs, target_domain
 from camix.data.synthcity.render import render
 from camix.data.synthcity.scene import make_scene
 from camix.errors import ConfigError, DataError
 from camix.io import atomic_write_text
 
-GENERATOR_VERSION = "1.1"  # bump whenever the generated files change for the same parameters
+GENERATOR_VERSION = "1.1"  # the default version; add a new one whenever the generated files change
+GENERATOR_VERSIONS = tuple(DOMAINS)  # every version stays reproducible (docs/synthcity.md)
 DEFAULT_SIZE = (256, 128)
 METADATA = "synthcity.json"
 PARTIAL = ".synthcity-partial"  # present while a run is writing; marks the folder as SynthCity output
@@ -86,13 +87,18 @@ def header(
     num_target_train: int = 500,
     num_target_val: int = 100,
     gap: float = 1.0,
-    source: Domain = SOURCE,
-    target: Domain = TARGET,
+    version: str = GENERATOR_VERSION,
+    source: Domain | None = None,
+    target: Domain | None = None,
 ) -> dict[str, Any]:
-    """The part of ``synthcity.json`` that identifies a dataset: generator version, parameters and domains."""
+    """The part of ``synthcity.json`` that identifies a dataset: generator version, parameters and domains.
+
+    ``source`` and ``target`` default to the domains of ``version`` (:data:`~camix.data.synthcity.params.DOMAINS`).
+    """
+    source, target = domains(version, source, target)
     return {
         "generator": "camix.synthcity",
-        "version": GENERATOR_VERSION,
+        "version": version,
         "params": {
             "seed": seed,
             "size": [size[0], size[1]],
@@ -101,8 +107,28 @@ def header(
             "num_target_val": num_target_val,
             "gap": float(gap),
         },
-        "domains": {"source": as_dict(source), "target": as_dict(target_domain(gap, source, target))},
+        "domains": {
+            "source": as_dict(source, version),
+            "target": as_dict(target_domain(gap, source, target), version),
+        },
     }
+
+
+def domains(version: str, source: Domain | None = None, target: Domain | None = None) -> tuple[Domain, Domain]:
+    """(source, target at gap 1) of generator ``version``, unless given.
+
+    Raises:
+        ConfigError: an unknown version, or a domain that sets knobs ``version`` does not have.
+    """
+    if version not in DOMAINS:
+        raise ConfigError(f"unknown SynthCity generator version {version!r}; choose one of {list(DOMAINS)}")
+    default_source, default_target = DOMAINS[version]
+    source, target = source or default_source, target or default_target
+    for domain in (source, target):
+        extra = newer_knobs(domain, version)
+        if extra:
+            raise ConfigError(f"SynthCity version {version} has no knobs {extra}; use a newer --generator-version")
+    return source, target
 
 
 def load_metadata(out: str | Path) -> dict[str, Any] | None:
@@ -181,8 +207,9 @@ def generate(
     gap: float = 1.0,
     progress: bool = True,
     force: bool = False,
-    source: Domain = SOURCE,
-    target: Domain = TARGET,
+    version: str = GENERATOR_VERSION,
+    source: Domain | None = None,
+    target: Domain | None = None,
 ) -> dict[str, Any]:
     """Generate SynthCity into ``out`` and return its metadata (also written to ``out/synthcity.json``).
 
@@ -196,17 +223,19 @@ def generate(
         gap: domain-gap strength: 0 = the target looks like the source, 1 = default, larger = harder.
         progress: show a progress bar.
         force: write into a non-empty folder that is not a SynthCity output.
-        source: the source domain.
-        target: the target domain at ``gap=1`` (blended with ``source`` by ``gap``).
+        version: the generator version (:data:`GENERATOR_VERSIONS`); each one's files stay reproducible.
+        source: the source domain (default: the version's).
+        target: the target domain at ``gap=1`` (blended with ``source`` by ``gap``; default: the version's).
 
     Raises:
-        ConfigError: invalid size, counts or gap.
+        ConfigError: invalid size, counts, gap or version.
         DataError: ``out`` is a non-empty foreign folder and ``force`` is false.
     """
     out = Path(out)
     size = (int(size[0]), int(size[1]))
     counts = (num_source, num_target_train, num_target_val)
     check_params(size, counts, gap)
+    source, target = domains(version, source, target)
     prepare_output(out, force)
     tgt = target_domain(gap, source, target)
     splits = [
@@ -225,6 +254,7 @@ def generate(
         num_target_train=num_target_train,
         num_target_val=num_target_val,
         gap=gap,
+        version=version,
         source=source,
         target=target,
     )
