@@ -25,7 +25,7 @@ from tqdm import tqdm
 from camix.config import DatasetConfig, RareClassConfig
 from camix.data.datasets import ItemError, find_samples, require_labels
 from camix.data.labels import NUM_CLASSES
-from camix.data.sampling import SeededDataset, sample_seed
+from camix.data.sampling import SeededDataset, batches, sample_seed
 from camix.data.transforms import Sample, map_labels
 from camix.errors import DataError
 from camix.io import atomic_write_text
@@ -147,14 +147,4 @@ def rare_class_loader(
     """An endless iterator of source batches drawn by Rare Class Sampling (the counterpart of ``infinite_loader``)."""
     sampler = RareClassSampler(pixels, rcs, seed=seed, rank=rank, start=start_batch * batch_size)
     keep = round(rcs.min_pixels * rcs.min_crop_ratio)  # 0: take the first crop
-    loader = DataLoader(
-        SeededDataset(dataset, keep_pixels=keep),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        drop_last=True,
-        persistent_workers=workers > 0,
-        prefetch_factor=2 if workers > 0 else None,
-    )
-    return iter(loader)
+    return batches(SeededDataset(dataset, keep_pixels=keep), sampler, batch_size, workers, pin_memory)

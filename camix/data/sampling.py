@@ -97,8 +97,19 @@ def infinite_loader(
     """An endless iterator of training batches that starts at batch ``start_batch`` of this rank's stream."""
     size = len(dataset)  # type: ignore[arg-type]
     sampler = ResumableSampler(size, seed=seed, rank=rank, world_size=world_size, start=start_batch * batch_size)
+    return batches(SeededDataset(dataset), sampler, batch_size, workers, pin_memory)
+
+
+def batches(
+    dataset: Dataset[dict[str, Any]],
+    sampler: Sampler[Any],
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The iterator of full batches of ``dataset`` in the (endless) order of ``sampler``."""
     loader = DataLoader(
-        SeededDataset(dataset),
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
