@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from camix import functional as Fn
-from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
 from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError, DataError
 from camix.evaluate import EvalResult
-from camix.methods import STEPS, StepContext, StepOutput, relations_for
+from camix.methods import StepContext, StepFn, StepOutput, build_context, method_of, uses_prior
 from camix.models import build_model, load_pretrained
 from camix.optim import build_optimizer
 from camix.preflight import check_resume, preflight
@@ -64,8 +62,6 @@ from camix.train_support import (
 from camix.validation import validate_config
 
 LOG = logging.getLogger("camix.train")
-
-StepFn = Callable[[StepContext, dict[str, Any], dict[str, Any] | None], StepOutput]
 
 
 class NonFiniteLoss(CamixError):
@@ -117,7 +113,7 @@ def optimisation_step(
 
     Args:
         ctx: the step's context, ``ctx.iteration`` set (it picks the EMA decay).
-        step: a method's step function (``camix.methods.STEPS``).
+        step: a method's step function (``camix.methods.METHODS``).
         source: the source batch; ``target``: the target batch or None.
         optimizer: steps the student; ``scaler``: the (possibly disabled) gradient scaler.
         teacher: the raw EMA teacher module, updated in place from ``model`` (the raw student), when given.
@@ -202,7 +198,7 @@ class Trainer:
         if self.imnet is not None:
             self.imnet = self.imnet.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
         # the teacher: a copy made before any SyncBatchNorm conversion, so it keeps per-rank (chunked) BatchNorm
-        plain = copy.deepcopy(model) if cfg.method.name == "mean_teacher" else None
+        plain = copy.deepcopy(model) if method_of(cfg.method).teacher else None
         if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type != "cuda":
                 raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
@@ -230,20 +226,18 @@ class Trainer:
             cfg, self.dist, start_batch=self.iteration, pin_memory=self.device.type == "cuda"
         )
         prior = None
-        if cfg.method.mix == "camix" and cfg.method.spatial_prior:
+        if uses_prior(cfg.method):
             assert target_size is not None
             prior = load_or_build_prior(cfg, target_size, self.run_dir, self.dist).to(self.device)
-        crop_w, crop_h = cfg.data.crop
-        self.context = StepContext(
+        self.context = build_context(
+            cfg.method,
             student=self.student,
             teacher=self.teacher_forward,
-            cfg=cfg.method,
             num_classes=cfg.model.num_classes,
             generator=self.generator,
-            augment=StrongAugment(cfg.method.augment, crop_h, crop_w, self.generator),
             total_iterations=cfg.train.iterations,
+            crop=cfg.data.crop,
             prior=prior,
-            relations=relations_for(cfg.method.relations),
             autocast=autocast_factory(self.device, cfg.train.amp),
             imagenet=self.imnet,
         )
@@ -418,7 +412,7 @@ class Trainer:
         self.context.iteration = self.iteration
         out, total = optimisation_step(
             self.context,
-            STEPS[cfg.method.name],
+            method_of(cfg.method).step,
             source,
             target,
             self.optimizer,

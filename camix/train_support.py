@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Subset
 from camix.config import Config, DatasetConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
 from camix.evaluate import EvalResult, EvaluationStopped, evaluate
+from camix.methods import method_of
 from camix.models.mit import DropPath
 from camix.rundir import RunDir, RunDirError, RunLock, claim
 from camix.runtime import Dist, all_gather_objects, all_reduce_
@@ -142,7 +143,7 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
         source = rare_class_loader(source_ds, pixels, cfg.data.rcs, seed=cfg.seed, **rcs_args)
     else:
         source = infinite_loader(source_ds, seed=cfg.seed, **common)
-    if cfg.method.name != "mean_teacher":
+    if not method_of(cfg.method).target:
         return source, None, None
     if cfg.data.target is None:
         raise ConfigError(f"method.name={cfg.method.name} needs an unlabelled target dataset: set data.target")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -79,7 +80,8 @@ def test_non_finite_loss_stops_naming_iteration_and_term(tiny_config, monkeypatc
             out.losses["seg"] = out.losses["seg"] * float("nan")
         return out
 
-    monkeypatch.setitem(methods.STEPS, "source_only", poisoned)
+    record = dataclasses.replace(methods.METHODS["source_only"], step=poisoned)
+    monkeypatch.setitem(methods.METHODS, "source_only", record)
     with pytest.raises(NonFiniteLoss, match=r"loss 'seg' became nan by iteration 4"):
         Trainer(cfg, progress=False).fit()
     state = load_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.pt")
