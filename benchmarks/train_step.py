@@ -1,4 +1,4 @@
-"""Seconds per training iteration of source-only, DACS and CAMix at the paper's settings (issue 8).
+"""Seconds per training iteration of source-only, DACS and CAMix at the paper's settings.
 
 One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward,
 SGD step and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camix import functional as Fn
+from camix.commands.common import size_argument
 from camix.config import Config, load_config
 from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
 from camix.methods import StepContext, build_context, method_of, relations_for, upsampled_logits
@@ -548,8 +549,8 @@ def record(text: str, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- CLI
 def size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (height, width)."""
-    w, h = (int(v) for v in text.lower().split("x"))
+    """``WxH`` -> (height, width), read by the CLI's size parser."""
+    w, h = size_argument(text)
     return h, w
 
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.config import MethodConfig
-from camix.data.labels import IGNORE_INDEX
+from camix.labels import IGNORE_INDEX
 from camix.models.batchnorm import chunked_batch_stats
 
 Batch = dict[str, Tensor]  # "image" [B,3,H,W], "label" [B,H,W]; a target batch adds "box" (top, left, h, w) on the host

@@ -88,7 +88,7 @@ def check_prior(cfg: Config) -> None:
         raise ConfigKeyError(
             f"config key 'data.prior': {path} is {shape[2]}x{shape[1]} (WxH) but the target images are resized to "
             f"data.target.size={target.size[0]}x{target.size[1]}; rebuild it with `camix data prior --size "
-            f"{target.size[1]}x{target.size[0]}` (HxW)",
+            f"{target.size[0]}x{target.size[1]}`",
             "data.prior",
             "data.target.size",
         )

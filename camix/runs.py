@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from camix.data.labels import CLASS_NAMES
 from camix.errors import CamixError
 from camix.evaluate import METRICS
+from camix.labels import CLASS_NAMES
 from camix.methods import paper_label
 from camix.rundir import RunDir, eval_records, read_jsonl
 

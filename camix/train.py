@@ -1,4 +1,4 @@
-"""The one explicit training loop (DESIGN section 6).
+"""The one explicit training loop (docs/architecture.md: a batch through a training step).
 
 Each iteration: poly learning rate -> one batch per domain -> the method's step returns named losses ->
 sum, backpropagate, optimiser step -> EMA teacher update. Every ``log_every`` iterations the losses are
@@ -28,7 +28,7 @@ from camix import functional as Fn
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
 from camix.config import Config, to_dict
 from camix.errors import CamixError, CheckpointError, ConfigError, DataError
-from camix.evaluate import EvalResult
+from camix.evaluate import EvalResult, evaluate_distributed, evaluation_failure
 from camix.methods import StepContext, StepFn, StepOutput, build_context, method_of, uses_prior
 from camix.models import build_model, load_pretrained
 from camix.optim import build_optimizer
@@ -51,8 +51,6 @@ from camix.tensorboard import TensorBoardLog
 from camix.train_support import (
     StopSignal,
     build_train_iterators,
-    evaluate_distributed,
-    evaluation_failure,
     frozen_copy,
     load_or_build_prior,
     prepare_run_dir,

@@ -15,19 +15,16 @@ from camix.config import Config
 from camix.data.datasets import build_dataset
 from camix.data.labels import CLASS_NAMES
 from camix.evaluate import (
-    TABLE1,
-    TABLE3,
     EvalResult,
     evaluate,
     flip_average,
-    format_table,
-    iou_table,
     predict_logits,
     sliding_window_logits,
     window_starts,
     window_stride,
 )
 from camix.models import build_model
+from camix.tables import TABLE1, TABLE3, format_table, iou_table
 from tests.conftest import constant_checkpoint
 
 

@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from camix.config import DatasetConfig
-from camix.data.labels import SYNTHIA_TO_TRAIN_ID
 from camix.data.transforms import (
     LabelFormat,
     Sample,
@@ -32,6 +31,7 @@ from camix.data.transforms import (
     select_images,
 )
 from camix.errors import DataError
+from camix.labels import SYNTHIA_TO_TRAIN_ID
 
 LAYOUT = (
     "ROOT/RGB/0000000.png + ROOT/GT/LABELS/0000000.png (16-bit RGB, class id in R) "
