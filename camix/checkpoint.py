@@ -157,11 +157,6 @@ def checkpoint_info(path: str | Path, state: dict[str, Any], teacher: bool) -> C
     return CheckpointInfo(file, kind, state.get("iteration"), "teacher" if teacher else "student")
 
 
-def describe(path: str | Path, state: dict[str, Any], teacher: bool) -> str:
-    """One line saying which checkpoint and network was evaluated."""
-    return str(checkpoint_info(path, state, teacher))
-
-
 def checkpoint_config(path: str | Path, state: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
     """The resolved config saved in a checkpoint, with ``--set`` overrides applied (and validated)."""
     saved = dict(state.get("config") or {})
@@ -208,9 +203,3 @@ def network_from_state(cfg: Config, state: dict[str, Any], path: str | Path, *, 
             f"checkpoint {path} does not fit model {cfg.model.name} ({str(exc).splitlines()[0]})"
         ) from None
     return model.eval()
-
-
-def load_network(cfg: Config, path: str | Path, *, teacher: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The student (or teacher) network of a camix checkpoint, on the CPU, in eval mode, and the raw state."""
-    state = load_checkpoint(path)
-    return network_from_state(cfg, state, path, teacher=teacher), state

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camix.checkpoint import CheckpointInfo, checkpoint_info, load_network, run_dir_of
+from camix.checkpoint import CheckpointInfo, run_dir_of
 from camix.config import Config, replace
 from camix.data.datasets import build_dataset
 from camix.errors import CamixError, DataError
@@ -286,15 +286,6 @@ def evaluate_model(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.workers)
     result = evaluate_with(cfg, model.to(device), loader, device, overlap=overlap, progress=progress)
     return Evaluation(result, info, evaluation_protocol(cfg, overlap, len(dataset)))  # type: ignore[arg-type]
-
-
-def evaluate_checkpoint(
-    cfg: Config, path: str | Path, *, teacher: bool = False, progress: bool = True
-) -> tuple[EvalResult, str]:
-    """Evaluate a checkpoint on ``cfg.data.val``; returns the result and a description of what was evaluated."""
-    model, state = load_network(cfg, path, teacher=teacher)
-    evaluation = evaluate_model(cfg, model, checkpoint_info(path, state, teacher), progress=progress)
-    return evaluation.result, str(evaluation.checkpoint)
 
 
 def default_eval_dir(info: CheckpointInfo, cfg: Config) -> Path:

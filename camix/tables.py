@@ -20,7 +20,7 @@ from camix.io import atomic_write_text
 from camix.labels import CLASS_NAMES, MIOU16_CLASSES
 
 if TYPE_CHECKING:
-    from camix.evaluate import EvalResult, Evaluation
+    from camix.evaluate import Evaluation
 
 METRIC_TITLES: dict[str, str] = {"miou19": "mIoU19", "miou16": "mIoU16", "miou13": "mIoU13"}
 
@@ -93,11 +93,6 @@ def iou_table(
         for name, scores in rows
     ]
     return markdown_table(header, body)
-
-
-def format_table(result: EvalResult, layout: TableLayout = TABLE1, name: str = "IoU (%)") -> str:
-    """One result as a one-row :func:`iou_table` (percent)."""
-    return iou_table([(name, result.as_dict())], layout)
 
 
 def csv_lines(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str = "method") -> list[list[Any]]:

@@ -157,6 +157,14 @@ class Trainer:
             raise
 
     def _setup(self, resume: str | None) -> None:
+        """Build the run's state. The order is part of the behaviour (resume is bit-exact because of it):
+
+        1. the global seed before the models (``__init__``): the same initial weights on every rank;
+        2. the teacher copied before the SyncBatchNorm conversion, loaded after DDP's broadcast (``_build_models``);
+        3. the step generator after the models; resume before the data: the loaders start at the resumed batch;
+        4. the global RNGs re-seeded, then restored from the checkpoint, after the data: building loaders and the
+           prior draws from them.
+        """
         cfg = self.cfg
         self.run_dir = self.run.path
         self.log = MetricsLog(self.run, enabled=self.dist.is_main)
@@ -168,13 +176,13 @@ class Trainer:
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
         self.best_by: dict[str, dict[str, float]] = {}  # train.best_metrics other than mIoU19
         with self._io_errors():
-            rng_states = self._resume(resume)
+            rng_states = self._resume(resume)  # ORDER: before _build_data (the loaders' start batch)
             board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
             self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start: this run's
             self._build_data()
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
         seed_everything(cfg.seed + self.dist.rank)
-        if rng_states is not None:
+        if rng_states is not None:  # ORDER: after _build_data and the re-seed
             self._restore_rng(rng_states)
 
     def close(self) -> None:
