@@ -217,11 +217,12 @@ class MixStrategy:
     mask: Callable[[StepContext, TeacherView, Batch, Batch], Tensor]  # bool [B,H,W], True = pixel from the target
     label: str  # the paper's name, in reports
     prior: bool = False  # reads the spatial prior (built only when method.spatial_prior is on)
+    mixes: bool = True  # pastes source pixels (False: the plain mean teacher, whose ClassMix warm-up is optional)
     significance: bool = False  # the SigMask level (Sec. 3.3) applies to it
 
 
 MIXES: dict[str, MixStrategy] = {
-    "none": MixStrategy(all_target, "Mean Teacher", significance=True),
+    "none": MixStrategy(all_target, "Mean Teacher", significance=True, mixes=False),
     "cutmix": MixStrategy(cutmix, "+ CutMix"),
     "cowmix": MixStrategy(cowmix, "+ CowMix"),
     "classmix": MixStrategy(classmix, "+ DACS"),

@@ -202,15 +202,15 @@ def check_rules(cfg: Config) -> None:
             "optim.duplicate_backbone_params",
             "optim.optimizer",
         )
-    if method.mix != "none" and method.warmup_iterations > train.iterations:
+    from camix.methods import METHODS, MIXES  # deferred: the registry sits above the config layer, which it reads
+
+    if MIXES[method.mix].mixes and method.warmup_iterations > train.iterations:
         raise ConfigKeyError(
             f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "
             f"<= train.iterations={train.iterations}",
             "method.warmup_iterations",
             "train.iterations",
         )
-    from camix.methods import METHODS  # deferred: the registry sits above the config layer, which it reads
-
     needs = METHODS[method.name]
     if needs.target and data.target is None:
         raise ConfigKeyError(

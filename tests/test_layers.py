@@ -48,7 +48,7 @@ def imports(tree: ast.Module) -> list[tuple[str, bool]]:
     found: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("camix"):
-            names = [f"{node.module}.{a.name}" if node.module == "camix" else node.module for a in node.names]
+            names = [f"camix.{a.name}" for a in node.names] if node.module == "camix" else [node.module]
             found += [(name, id(node) in top) for name in names]
         elif isinstance(node, ast.Import):
             found += [(a.name, id(node) in top) for a in node.names if a.name.startswith("camix")]
