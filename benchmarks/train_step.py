@@ -51,7 +51,8 @@ from camix.config import Config, load_config
 from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
 from camix.methods import StepContext, build_context, method_of, relations_for, upsampled_logits
 from camix.models import build_model, param_groups
-from camix.train import StepFn, autocast_factory, optimisation_step, poly_lr_
+from camix.train import StepFn, optimisation_step, poly_lr_
+from camix.train_setup import autocast_factory
 
 try:
     from benchmarks import baseline_step
