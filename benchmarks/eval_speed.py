@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from camix.config import parse_size
 from camix.evaluate import evaluate
 from camix.models import build_model
-from camix.predict import parse_size
 
 
 def batches(count: int, batch_size: int, size: tuple[int, int], device: torch.device) -> list[dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""How often the spatial prior Q vetoes a class the teacher is confident about (paper Sec. 3.1, issue 13 item 9).
+"""How often the spatial prior Q vetoes a class the teacher is confident about (paper Sec. 3.1).
 
 The modulated pseudo-label is ``argmax_c Q[c] * p[c]``: where a class was never seen at a pixel in the source
 labels, an unsmoothed Q is 0 there and the class can never win, whatever the teacher says. This script counts,

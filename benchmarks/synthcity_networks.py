@@ -1,4 +1,4 @@
-"""Seconds per training iteration of DACS and CAMix on SynthCity: deeplabv2_tiny against daformer_mittiny (issue 17).
+"""Seconds per training iteration of DACS and CAMix on SynthCity: deeplabv2_tiny against daformer_mittiny.
 
 Each row builds the ``Trainer`` of a packaged SynthCity config (``dacs``, ``camix``: deeplabv2_tiny with SGD;
 ``daformer``, ``daformer_camix``: the small DAFormer network with DAFormer's recipe, i.e. AdamW, warm-up, Rare

@@ -1,4 +1,4 @@
-"""Seconds per training iteration of source-only, DACS and CAMix at the paper's settings (issue 8).
+"""Seconds per training iteration of source-only, DACS and CAMix at the paper's settings.
 
 One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward,
 SGD step and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on
@@ -46,12 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camix import functional as Fn
-from camix.augment import StrongAugment
+from camix.commands.common import size_argument
 from camix.config import Config, load_config
 from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
-from camix.methods import STEPS, StepContext, relations_for, upsampled_logits
+from camix.methods import StepContext, build_context, method_of, relations_for, upsampled_logits
 from camix.models import build_model, param_groups
-from camix.train import StepFn, autocast_factory, optimisation_step, poly_lr_
+from camix.train import StepFn, optimisation_step, poly_lr_
+from camix.train_setup import autocast_factory
 
 try:
     from benchmarks import baseline_step
@@ -214,7 +215,7 @@ def build_fast(
     groups = param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
     optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     teacher = None
-    if cfg.method.name == "mean_teacher":
+    if method_of(cfg.method).teacher:
         teacher = copy.deepcopy(model).requires_grad_(False).train(cfg.method.teacher_train_mode)
     student_fwd, teacher_fwd = model, teacher
     if opts.compile:
@@ -222,20 +223,19 @@ def build_fast(
         teacher_fwd = torch.compile(teacher) if teacher is not None else None
     crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
     generator = torch.Generator(device=generator_device(device)).manual_seed(cfg.seed)
-    ctx = StepContext(
+    ctx = build_context(
+        cfg.method,
         student=student_fwd,
         teacher=teacher_fwd,
-        cfg=cfg.method,
         num_classes=cfg.model.num_classes,
         generator=generator,
-        augment=StrongAugment(cfg.method.augment, crop_h, crop_w, generator),
         total_iterations=cfg.train.iterations,
-        prior=pool.prior if cfg.method.mix == "camix" and cfg.method.spatial_prior else None,
-        relations=relations_for(cfg.method.relations),
+        crop=(crop_w, crop_h),
+        prior=pool.prior,
         autocast=autocast_factory(device, opts.amp),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
-    return FastSetup(cfg, ctx, STEPS[cfg.method.name], model, teacher, optimizer, scaler, opts.channels_last)
+    return FastSetup(cfg, ctx, method_of(cfg.method).step, model, teacher, optimizer, scaler, opts.channels_last)
 
 
 def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
@@ -248,7 +248,7 @@ def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
         setup.ctx,
         setup.step,
         source,
-        target if cfg.method.name == "mean_teacher" else None,
+        target if method_of(cfg.method).target else None,
         setup.optimizer,
         setup.scaler,
         teacher=setup.teacher,
@@ -550,8 +550,8 @@ def record(text: str, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- CLI
 def size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (height, width)."""
-    w, h = (int(v) for v in text.lower().split("x"))
+    """``WxH`` -> (height, width), read by the CLI's size parser."""
+    w, h = size_argument(text)
     return h, w
 
 

@@ -17,7 +17,7 @@ from kornia.filters import filter2d_separable, get_gaussian_kernel1d
 from torch import nn
 
 from camix.config import AugmentConfig
-from camix.data.labels import CAFFE_MEAN_BGR
+from camix.labels import CAFFE_MEAN_BGR
 
 
 def to_unit_rgb(image: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Checkpoints: everything needed to continue a run exactly, written atomically, with rotation.
+"""Checkpoints: everything needed to continue a run exactly, written atomically, with rotation; and loading one
+for inference (:func:`load_for_inference`: config + network + :class:`CheckpointInfo` from one read).
 
 Layout inside a run directory::
 
@@ -15,13 +16,17 @@ import io
 import logging
 import pickle
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from camix.config import Config, config_from_tree, load_config, to_dict
 from camix.errors import CheckpointError
 from camix.io import atomic_torch_save, atomic_write_bytes
+from camix.models import build_model
 from camix.models.weights import numpy_safe_globals
 
 FORMAT = "camix-checkpoint/1"
@@ -102,3 +107,99 @@ def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: str
                 f"checkpoint {path} was trained with model.{key}={saved[key]!r}, but the config says "
                 f"{model_cfg.get(key)!r}; use the matching config or --set model.{key}={saved[key]}"
             )
+
+
+# ----- loading for inference ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Which weights were used: the file, last / best-on-val / snapshot, the iteration, student or teacher."""
+
+    path: Path
+    kind: str
+    iteration: int | None
+    network: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.kind}, iteration {self.iteration}, {self.network})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields."""
+        return {"path": str(self.path), "kind": self.kind, "iteration": self.iteration, "network": self.network}
+
+    @property
+    def short(self) -> str:
+        """``best-on-val @ 5000 (student)``; snapshots by file name."""
+        kind = self.path.stem if self.kind == "snapshot" else self.kind
+        return f"{kind} @ {self.iteration} ({self.network})"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given; a run directory (or its ``checkpoints/``) means its ``last.pt``."""
+    given = Path(path)
+    if given.is_dir():
+        folder = given if given.name == "checkpoints" else given / "checkpoints"
+        if not (folder / "last.pt").is_file():
+            raise CheckpointError(f"{given} is a folder without {folder.name}/last.pt; give a checkpoint file or a run")
+        return folder / "last.pt"
+    return given
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory holding ``checkpoint`` (``<run>/checkpoints/x.pt`` -> ``<run>``)."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def checkpoint_info(path: str | Path, state: dict[str, Any], teacher: bool) -> CheckpointInfo:
+    """Describe a loaded checkpoint: ``best-on-val`` for ``best.pt``, ``last`` for ``last.pt``, else ``snapshot``."""
+    file = Path(path)
+    kind = "best-on-val" if state.get("kind") == "best" else "last" if file.name == "last.pt" else "snapshot"
+    return CheckpointInfo(file, kind, state.get("iteration"), "teacher" if teacher else "student")
+
+
+def checkpoint_config(path: str | Path, state: dict[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """The resolved config saved in a checkpoint, with ``--set`` overrides applied (and validated)."""
+    saved = dict(state.get("config") or {})
+    return config_from_tree(saved, overrides, [(f"saved in checkpoint {path}; pass -c CONFIG to use another", saved)])
+
+
+def load_for_inference(
+    checkpoint: str | Path,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    teacher: bool | None = None,
+) -> tuple[Config, torch.nn.Module, CheckpointInfo]:
+    """Read a checkpoint once: its config (or ``config`` when given), its network in eval mode, and its description.
+
+    Args:
+        checkpoint: a checkpoint file, or a run directory (its ``checkpoints/last.pt``).
+        config: a YAML config to use instead of the one saved in the checkpoint.
+        overrides: ``--set`` overrides applied to the config.
+        teacher: the EMA teacher instead of the student; None follows the config's ``eval.model``.
+    """
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    cfg = load_config(config, overrides) if config is not None else checkpoint_config(path, state, overrides)
+    teacher = cfg.eval.model == "teacher" if teacher is None else teacher
+    model = network_from_state(cfg, state, path, teacher=teacher)
+    return cfg, model, checkpoint_info(path, state, teacher)
+
+
+def network_from_state(cfg: Config, state: dict[str, Any], path: str | Path, *, teacher: bool) -> torch.nn.Module:
+    """The student (or teacher) network of a loaded checkpoint, on the CPU, in eval mode."""
+    check_compatible(state, to_dict(cfg.model), path)
+    key = "teacher" if teacher else "model"
+    if state.get(key) is None:
+        raise CheckpointError(
+            f"checkpoint {path} holds no {'teacher' if teacher else 'student'} weights"
+            + (" (best.pt keeps the student only; use last.pt)" if teacher else "")
+        )
+    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
+    try:
+        model.load_state_dict(state[key])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit model {cfg.model.name} ({str(exc).splitlines()[0]})"
+        ) from None
+    return model.eval()

@@ -7,31 +7,27 @@ Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
+from camix.commands import data, demo, evaluate, export, predict, report, study, train
 from camix.errors import CamixError
 from camix.io import tolerant_console
 
-# command name -> module (imported lazily so that `camix --help` stays fast)
-COMMANDS: dict[str, str] = {
-    "demo": "camix.commands.demo",
-    "train": "camix.commands.train",
-    "evaluate": "camix.commands.evaluate",
-    "data": "camix.commands.data",
-    "predict": "camix.commands.predict",
-    "report": "camix.commands.report",
-    "export": "camix.commands.export",
-    "study": "camix.commands.study",
+# command name -> module; the command modules import the library inside run(), so `camix --help` stays fast
+COMMANDS: dict[str, ModuleType] = {
+    "demo": demo,
+    "train": train,
+    "evaluate": evaluate,
+    "data": data,
+    "predict": predict,
+    "report": report,
+    "export": export,
+    "study": study,
 }
-
-
-def _load(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name])
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = _load(name)
+    for name, module in COMMANDS.items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

@@ -38,6 +38,21 @@ from camix.validation import (
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Size = tuple[int, int]
+SIZE_WH = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x512"`` -> (1024, 512): every size on the command line is WIDTHxHEIGHT.
+
+    Raises:
+        ValueError: not two positive integers joined by ``x``.
+    """
+    match = SIZE_WH.fullmatch(text)
+    if match is None or min(int(match[1]), int(match[2])) < 1:
+        raise ValueError(f"expected WIDTHxHEIGHT like 1024x512, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
 SIZE_TEXT = re.compile(r"^\s*-?\d+\s*[xX]\s*-?\d+\s*$")  # "0x0", "1280x720": a size, not a YAML hex number
 
 
@@ -67,7 +82,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One dataset split on disk (layouts in DESIGN section 4)."""
+    """One dataset split on disk (layouts in docs/datasets.md)."""
 
     name: Literal["gta5", "synthia", "cityscapes"] = "gta5"
     root: str = ""  # the dataset folder, e.g. data/gta or data/cityscapes

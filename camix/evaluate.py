@@ -1,4 +1,6 @@
-"""Evaluation: inference (whole image, flip, sliding window), confusion matrices, IoU tables.
+"""Evaluation, in one place: inference (whole image, flip, sliding window), confusion matrices, evaluating a model
+or a checkpoint on ``data.val`` (``camix evaluate``), and the distributed evaluation during training. Tables of
+the scores: :mod:`camix.tables`.
 
 The protocol of DACS/CAMix: images and labels of the target validation split at ``data.val.size``
 (1024x512 for Cityscapes), single scale, logits upsampled bilinearly (``align_corners=True``) to the
@@ -9,33 +11,32 @@ upsampled to. Flip and sliding-window inference are opt-in and built from pure f
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from camix.data.labels import CLASS_NAMES, MIOU13_CLASSES, MIOU16_CLASSES
+from camix.checkpoint import CheckpointInfo, run_dir_of
+from camix.config import Config, replace
+from camix.data.datasets import build_dataset
+from camix.errors import CamixError, DataError
 from camix.functional import confusion_matrix, iou, miou
+from camix.io import json_safe
+from camix.labels import CLASS_NAMES, MIOU13_CLASSES, MIOU16_CLASSES
+from camix.runtime import Dist, all_reduce_, select_device
 
+SizeWH = tuple[int, int]
 Net = Callable[[torch.Tensor], torch.Tensor]
 """Images [B,3,h,w] -> logits [B,C,h',w'] (any resolution)."""
 
 METRICS: tuple[str, ...] = ("miou19", "miou16", "miou13")
-METRIC_TITLES: dict[str, str] = {"miou19": "mIoU19", "miou16": "mIoU16", "miou13": "mIoU13"}
-
-# Column headers of the paper's Tables 1 and 3 (trainId order).
-SHORT_NAMES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "light", "sign", "vegetation", "terrain",
-    "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bike",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,106 +223,133 @@ def evaluate(
     return EvalResult(cm)
 
 
-# ----- tables ----------------------------------------------------------------------------------------------
+# ----- a model or a checkpoint on data.val ------------------------------------------------------------------
 @dataclass(frozen=True)
-class TableLayout:
-    """Which class columns and which mean IoUs a table shows."""
+class Evaluation:
+    """An evaluated checkpoint: the confusion matrix, what was evaluated and how."""
 
-    classes: tuple[int, ...]
-    metrics: tuple[str, ...]
+    result: EvalResult
+    checkpoint: CheckpointInfo
+    protocol: dict[str, Any]
 
-
-TABLE1 = TableLayout(tuple(range(len(CLASS_NAMES))), METRICS)
-"""GTA5 -> Cityscapes (the paper's Table 1): 19 classes, then mIoU19 (and mIoU16, mIoU13)."""
-TABLE3 = TableLayout(MIOU16_CLASSES, ("miou16", "miou13"))
-"""SYNTHIA -> Cityscapes (the paper's Table 3): the 16 SYNTHIA classes, then mIoU16 and mIoU13."""
-
-
-def layout_for(source_name: str) -> TableLayout:
-    """Table 3's layout for SYNTHIA sources, Table 1's otherwise."""
-    return TABLE3 if source_name == "synthia" else TABLE1
-
-
-def format_number(value: float | None, digits: int = 1) -> str:
-    """``55.2``; ``-`` for None/nan (a class absent from both prediction and ground truth)."""
-    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    def as_dict(self) -> dict[str, Any]:
+        """Everything, JSON-friendly (scores in percent, nan as null)."""
+        return json_safe(
+            {
+                "checkpoint": self.checkpoint.as_dict(),
+                "protocol": self.protocol,
+                **self.result.as_dict(),
+                "confusion": self.result.confusion.cpu().tolist(),
+            }
+        )
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A markdown table with cells padded to their column's width (readable as plain text too).
+def evaluation_protocol(cfg: Config, overlap: float, images: int) -> dict[str, Any]:
+    """The settings that decide the numbers: dataset, sizes, flip, sliding window."""
+    val = cfg.data.val
+    return {
+        "dataset": val.name,
+        "root": val.root,
+        "split": val.split,
+        "images": images,
+        "size": list(val.size) if val.size else None,
+        "scale": val.scale,
+        "label_size": val.label_size,
+        "flip": cfg.eval.flip,
+        "sliding_window": list(cfg.eval.sliding_window) if cfg.eval.sliding_window else None,
+        "overlap": overlap if cfg.eval.sliding_window else None,
+    }
 
-    Columns whose cells are all numbers (or ``-``) are right-aligned, the others left-aligned.
+
+def evaluate_with(
+    cfg: Config, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, **options: Any
+) -> EvalResult:
+    """:func:`evaluate` with ``cfg.model.num_classes`` and the protocol of ``cfg.eval`` (flip, sliding window)."""
+    return evaluate(
+        model,
+        batches,
+        num_classes=cfg.model.num_classes,
+        device=device,
+        flip=cfg.eval.flip,
+        window=cfg.eval.sliding_window,
+        **options,
+    )
+
+
+def evaluate_model(
+    cfg: Config, model: torch.nn.Module, info: CheckpointInfo, *, overlap: float = 1 / 3, progress: bool = True
+) -> Evaluation:
+    """Evaluate ``model`` on ``cfg.data.val`` with ``cfg.eval``'s protocol (batch size 1 for native-size labels)."""
+    device = select_device(cfg.train.device)
+    dataset = build_dataset(cfg.data.val, crop=None, train=False)
+    batch_size = 1 if cfg.data.val.label_size == "native" else cfg.eval.batch_size
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.workers)
+    result = evaluate_with(cfg, model.to(device), loader, device, overlap=overlap, progress=progress)
+    return Evaluation(result, info, evaluation_protocol(cfg, overlap, len(dataset)))  # type: ignore[arg-type]
+
+
+def default_eval_dir(info: CheckpointInfo, cfg: Config) -> Path:
+    """``<run_dir>/eval/<ckpt stem>[_teacher][_flip][_slidingWxH][_native]``."""
+    name = info.path.stem + ("_teacher" if info.network == "teacher" else "")
+    if cfg.eval.flip:
+        name += "_flip"
+    if cfg.eval.sliding_window:
+        name += f"_sliding{cfg.eval.sliding_window[0]}x{cfg.eval.sliding_window[1]}"
+    if cfg.data.val.label_size == "native":
+        name += "_native"
+    return run_dir_of(info.path) / "eval" / name
+
+
+def with_protocol(cfg: Config, *, teacher: bool, flip: bool, window: SizeWH | None, native_labels: bool) -> Config:
+    """``cfg`` with the evaluation switches of the command line applied (flags only ever turn things on)."""
+    changes: dict[str, Any] = {"eval.model": "teacher" if teacher else cfg.eval.model}
+    if flip:
+        changes["eval.flip"] = True
+    if window is not None:
+        changes["eval.sliding_window"] = window
+    if native_labels:
+        changes["data.val.label_size"] = "native"
+    return replace(cfg, **changes)
+
+
+# ----- during training (distributed) --------------------------------------------------------------------------
+class EvaluationFailed(CamixError):
+    """An evaluation during training failed; the checkpoint of that iteration was saved before it."""
+
+    exit_code = 2  # 1 when the cause is not bad input (e.g. out of memory)
+
+
+def evaluation_failure(exc: Exception, iteration: int, hint: str) -> EvaluationFailed:
+    """One line for an evaluation that raised: the iteration, the cause, and how to resume (exit 2 for bad data)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    error = EvaluationFailed(f"the evaluation at iteration {iteration} failed ({reason}); {hint} (it evaluates first)")
+    error.exit_code = 2 if isinstance(exc, DataError) else 1
+    return error
+
+
+def evaluate_distributed(
+    model: nn.Module, cfg: Config, device: torch.device, info: Dist, stop: Callable[[], bool] | None = None
+) -> EvalResult | None:
+    """Evaluate on ``data.val``; under DDP each rank takes a shard and the confusion matrices are summed.
+
+    The global RNG states are left as they were (a DataLoader draws its seed from them), so a run that
+    evaluates and one resumed after that evaluation continue identically. ``stop`` is asked between batches;
+    when it stops any rank, every rank returns None (after one agreeing all-reduce).
     """
-    columns = list(zip(header, *rows, strict=True))
-    widths = [max(len(str(cell)) for cell in column) for column in columns]
-    right = [bool(rows) and all(_NUMBER.match(str(cell)) for cell in column[1:]) for column in columns]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right, strict=True))
-    return "\n".join([line(header), rule + "|", *(line(r) for r in rows)])
-
-
-_NUMBER = re.compile(r"^([-+]?\d|-$)")
-
-
-def iou_table(
-    rows: Sequence[tuple[str, Mapping[str, Any]]], layout: TableLayout = TABLE1, first: str = "method"
-) -> str:
-    """Per-class IoU rows in the layout of the paper's Tables 1 and 3: class columns, then the mean IoUs.
-
-    Args:
-        rows: (name, scores) pairs; scores as :meth:`EvalResult.as_dict` (percent, ``iou`` by class name).
-        layout: :data:`TABLE1` or :data:`TABLE3`.
-        first: header of the first column.
-    """
-    header = [first, *(SHORT_NAMES[c] for c in layout.classes), *(METRIC_TITLES[m] for m in layout.metrics)]
-    body = [
-        [name]
-        + [format_number(scores["iou"].get(CLASS_NAMES[c])) for c in layout.classes]
-        + [format_number(scores.get(m)) for m in layout.metrics]
-        for name, scores in rows
-    ]
-    return markdown_table(header, body)
-
-
-def format_table(result: EvalResult, layout: TableLayout = TABLE1, name: str = "IoU (%)") -> str:
-    """One result as a one-row :func:`iou_table` (percent)."""
-    return iou_table([(name, result.as_dict())], layout)
-
-
-def csv_lines(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str = "method") -> list[list[Any]]:
-    """Header and rows for :func:`csv_text`: name, the 19 class IoUs, mIoU19/16/13 (percent)."""
-    header: list[Any] = [first, *CLASS_NAMES, *METRICS]
-    body = [
-        [name, *(scores["iou"].get(c) for c in CLASS_NAMES), *(scores.get(m) for m in METRICS)] for name, scores in rows
-    ]
-    return [header, *body]
-
-
-def csv_text(rows: Sequence[Sequence[Any]]) -> str:
-    """CSV with floats to 4 decimals (nan and None empty) and lists joined by spaces."""
-
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([[cell(v) for v in row] for row in rows])
-    return buffer.getvalue()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with nan/inf floats replaced by None (strict JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+    dataset = build_dataset(cfg.data.val, crop=None, train=False)
+    if info.enabled:
+        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
+    loader = DataLoader(
+        dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.data.workers, pin_memory=device.type == "cuda"
+    )
+    devices = [device] if device.type == "cuda" else []
+    stopped = False
+    with torch.random.fork_rng(devices=devices):
+        try:
+            result = evaluate_with(cfg, model, loader, device, stop=stop)
+        except EvaluationStopped:
+            stopped = True
+    flag = all_reduce_(torch.tensor([float(stopped)], device=device), info, op="max")
+    if flag.item() > 0:
+        return None
+    return EvalResult(all_reduce_(result.confusion, info))

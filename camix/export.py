@@ -68,7 +68,7 @@ def export_onnx(
 
 def random_image(batch: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """A batch of uniform-noise images in the network's input range (0-255 minus the Caffe mean, BGR)."""
-    from camix.data.labels import CAFFE_MEAN_BGR
+    from camix.labels import CAFFE_MEAN_BGR
 
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.rand(batch, 3, *size, generator=generator) * 255

@@ -1,4 +1,10 @@
-"""Method families as step functions that return named losses (DESIGN section 6).
+"""The method registry: method families as step functions that return named losses, and mask strategies.
+
+A method is a :class:`Method` record in :data:`METHODS` (its step, whether it needs an EMA teacher and a target
+batch); a mask strategy is a :class:`MixStrategy` record in :data:`MIXES` (its mask function, its report label,
+whether it reads the spatial prior and the SigMask level). :func:`build_context` is the one builder of a step's
+:class:`StepContext`. No other module compares method or mix names; adding a mask strategy is a function and one
+entry in :data:`MIXES` plus its literal in ``MethodConfig.mix`` (see docs/architecture.md).
 
 ``source_only``: cross-entropy on labelled source crops (also the oracle, trained on target labels).
 ``mean_teacher``: source cross-entropy plus a consistency loss between the student on a (mixed, strongly
@@ -14,7 +20,8 @@ inverse_classmix     half the classes of the teacher pseudo-label  iDACS
 camix                contextual mask (prior + relations), Eq. 1    CAMix (Algorithm 1)
 ===================  ============================================  ===========================
 
-The step functions never synchronise with the host: all masks, selections and thresholds stay on the device.
+Paper: Sec. 3 (Algorithm 1). The step functions never synchronise with the host:
+all masks, selections and thresholds stay on the device.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camix import functional as Fn
+from camix.augment import StrongAugment
 from camix.config import MethodConfig
-from camix.data.labels import IGNORE_INDEX
+from camix.labels import IGNORE_INDEX
 from camix.models.batchnorm import chunked_batch_stats
+
+Batch = dict[str, Tensor]  # "image" [B,3,H,W], "label" [B,H,W]; a target batch adds "box" (top, left, h, w) on the host
 
 
 @dataclass
@@ -67,7 +77,7 @@ def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
     return F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def source_only(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None = None) -> StepOutput:
+def source_only(ctx: StepContext, source: Batch, target: Batch | None = None) -> StepOutput:
     """Eq. 10: pixel-wise cross-entropy on the labelled source batch, plus DAFormer's FD loss when it is on.
 
     With ``method.augment_source`` the batch first gets the student's strong augmentation (colour jitter and
@@ -111,7 +121,7 @@ class TeacherView:
 
 def needs_significance(cfg: MethodConfig, mix: str) -> bool:
     """The SigMask level needs the N noisy teacher passes (Eq. 5-7) only for the SRC loss."""
-    return cfg.significance_mask and cfg.consistency == "src" and mix in ("camix", "none")
+    return cfg.significance_mask and cfg.consistency == "src" and MIXES[mix].significance
 
 
 def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> TeacherView:
@@ -172,31 +182,69 @@ def crop_prior(prior: Tensor, boxes: Tensor) -> Tensor:
     return torch.stack(crops)
 
 
-def target_mask(
-    ctx: StepContext, mix: str, view: TeacherView, source: dict[str, Tensor], target: dict[str, Tensor]
-) -> Tensor:
-    """The mixing mask M as a bool [B,H,W] that is True where the mixed pixel comes from the target."""
+def all_target(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """Plain mean teacher: every pixel comes from the target."""
+    return torch.ones(tuple(view.pseudo.shape), dtype=torch.bool, device=view.pseudo.device)
+
+
+def classmix(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """DACS: half the classes of the source label pasted onto the target."""
+    return ~Fn.classmix_mask(source["label"], ctx.generator, count_ignore=ctx.cfg.classmix_count_ignore)
+
+
+def inverse_classmix(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """iDACS: half the classes of the teacher pseudo-label pasted onto the source."""
+    return Fn.classmix_mask(view.pseudo, ctx.generator)
+
+
+def cutmix(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """CutMix: a source box pasted onto the target."""
+    return ~Fn.cutmix_mask(tuple(view.pseudo.shape), ctx.generator)  # type: ignore[arg-type]
+
+
+def cowmix(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """CowMix: a smooth random source region pasted onto the target."""
     shape = tuple(view.pseudo.shape)
-    cfg = ctx.cfg
-    if mix == "none":
-        return torch.ones(shape, dtype=torch.bool, device=view.pseudo.device)
-    if mix == "classmix":  # DACS: source classes pasted onto the target
-        return ~Fn.classmix_mask(source["label"], ctx.generator, count_ignore=cfg.classmix_count_ignore)
-    if mix == "inverse_classmix":  # iDACS: target classes pasted onto the source
-        return Fn.classmix_mask(view.pseudo, ctx.generator)
-    if mix == "cutmix":
-        return ~Fn.cutmix_mask(shape, ctx.generator)  # type: ignore[arg-type]
-    if mix == "cowmix":
-        return ~Fn.cowmix_mask(shape, ctx.generator, sigma=cfg.cowmix_sigma, p=cfg.cowmix_p)  # type: ignore[arg-type]
-    if mix == "camix":
-        prior = None
-        if cfg.spatial_prior and ctx.prior is not None:
-            prior = crop_prior(ctx.prior, target["box"]).to(view.prob.dtype)
-        return Fn.contextual_mask(view.prob, prior, ctx.relations, ctx.generator)
-    raise ValueError(f"unknown mix strategy {mix!r}")
+    return ~Fn.cowmix_mask(shape, ctx.generator, sigma=ctx.cfg.cowmix_sigma, p=ctx.cfg.cowmix_p)  # type: ignore[arg-type]
 
 
-def mean_teacher(ctx: StepContext, source: dict[str, Tensor], target: dict[str, Tensor] | None) -> StepOutput:
+def contextual(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """CAMix: the contextual mask of Eq. 1 from the teacher's probabilities, the cropped prior and the relations."""
+    prior = None
+    if ctx.cfg.spatial_prior and ctx.prior is not None:
+        prior = crop_prior(ctx.prior, target["box"]).to(view.prob.dtype)
+    return Fn.contextual_mask(view.prob, prior, ctx.relations, ctx.generator)
+
+
+@dataclass(frozen=True)
+class MixStrategy:
+    """A mask strategy (``method.mix``): its mask M and what it needs besides the teacher's view."""
+
+    mask: Callable[[StepContext, TeacherView, Batch, Batch], Tensor]  # bool [B,H,W], True = pixel from the target
+    label: str  # the paper's name, in reports
+    prior: bool = False  # reads the spatial prior (built only when method.spatial_prior is on)
+    mixes: bool = True  # pastes source pixels (False: the plain mean teacher, whose ClassMix warm-up is optional)
+    significance: bool = False  # the SigMask level (Sec. 3.3) applies to it
+
+
+MIXES: dict[str, MixStrategy] = {
+    "none": MixStrategy(all_target, "Mean Teacher", significance=True, mixes=False),
+    "cutmix": MixStrategy(cutmix, "+ CutMix"),
+    "cowmix": MixStrategy(cowmix, "+ CowMix"),
+    "classmix": MixStrategy(classmix, "+ DACS"),
+    "inverse_classmix": MixStrategy(inverse_classmix, "+ iDACS"),
+    "camix": MixStrategy(contextual, "+ CAMix", prior=True, significance=True),
+}
+
+
+def target_mask(ctx: StepContext, mix: str, view: TeacherView, source: Batch, target: Batch) -> Tensor:
+    """The mask M of strategy ``mix``: a bool [B,H,W] that is True where the mixed pixel comes from the target."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix strategy {mix!r}")
+    return MIXES[mix].mask(ctx, view, source, target)
+
+
+def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepOutput:
     """Algorithm 1 (and its baselines): source CE + lambda * consistency on the mixed image (Eq. 2, 4, 8, 9, 11)."""
     assert target is not None, "mean_teacher needs a target batch"
     cfg, mix = ctx.cfg, active_mix(ctx.cfg, ctx.iteration)
@@ -241,10 +289,85 @@ def maybe_flip(ctx: StepContext, *tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.where(flip.view(-1, *([1] * (t.dim() - 1))), t.flip(-1), t) for t in tensors)
 
 
-STEPS: dict[str, Callable[[StepContext, dict[str, Tensor], dict[str, Tensor] | None], StepOutput]] = {
-    "source_only": source_only,
-    "mean_teacher": mean_teacher,
+StepFn = Callable[[StepContext, Batch, Batch | None], StepOutput]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method family (``method.name``): its step and what the trainer must build for it."""
+
+    step: StepFn
+    teacher: bool  # an EMA teacher (updated after each optimiser step)
+    target: bool  # an unlabelled target batch in every step, and a mask strategy (``method.mix``)
+
+
+METHODS: dict[str, Method] = {
+    "source_only": Method(source_only, teacher=False, target=False),
+    "mean_teacher": Method(mean_teacher, teacher=True, target=True),
 }
+
+
+def method_of(cfg: MethodConfig) -> Method:
+    """The record of ``method.name``."""
+    return METHODS[cfg.name]
+
+
+def uses_prior(cfg: MethodConfig) -> bool:
+    """Whether a run of ``cfg`` needs the spatial prior: a mixing method whose mask strategy reads it, prior on."""
+    return method_of(cfg).target and MIXES[cfg.mix].prior and cfg.spatial_prior
+
+
+def method_title(cfg: MethodConfig) -> str:
+    """A short name of the method: the mask strategy of a mixing method, else the method's name."""
+    return cfg.mix if method_of(cfg).target else cfg.name
+
+
+def paper_label(name: str, mix: str, trains_on_target: bool) -> str:
+    """The paper's name of a method: ``Source only``, ``Oracle``, ``Mean Teacher``, ``+ CutMix`` ... ``+ CAMix``."""
+    method = METHODS.get(name)
+    if method is not None and not method.target:
+        return "Oracle" if trains_on_target else "Source only"
+    return MIXES[mix].label if mix in MIXES else str(mix)
+
+
+def build_context(
+    cfg: MethodConfig,
+    *,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    num_classes: int,
+    generator: torch.Generator,
+    total_iterations: int,
+    crop: tuple[int, int] | None = None,
+    augment: Callable[[Tensor], Tensor] | None = None,
+    prior: Tensor | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    imagenet: nn.Module | None = None,
+    iteration: int = 0,
+) -> StepContext:
+    """The one builder of a :class:`StepContext` (trainer, benchmarks, tests).
+
+    ``augment`` defaults to the strong augmentation of ``cfg.augment`` at the ``crop`` size (width, height), drawing
+    from ``generator``; the prior is kept only when :func:`uses_prior` says the method reads it.
+    """
+    if augment is None:
+        assert crop is not None, "the strong augmentation needs the crop size"
+        crop_w, crop_h = crop
+        augment = StrongAugment(cfg.augment, crop_h, crop_w, generator)
+    return StepContext(
+        student=student,
+        teacher=teacher,
+        cfg=cfg,
+        num_classes=num_classes,
+        generator=generator,
+        augment=augment,
+        total_iterations=total_iterations,
+        prior=prior if uses_prior(cfg) else None,
+        relations=relations_for(cfg.relations),
+        autocast=autocast,
+        iteration=iteration,
+        imagenet=imagenet,
+    )
 
 
 def relations_for(spec: str | Mapping[int, Sequence[int]]) -> Mapping[int, Sequence[int]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from camix.config import Config
 from camix.errors import CheckpointError
+from camix.methods import method_of, uses_prior
 from camix.validation import ConfigKeyError
 
 TENSORBOARD_HINT = "pip install 'camix[tensorboard]'"
@@ -51,7 +52,7 @@ def check_datasets(cfg: Config) -> None:
 
     for key in ("source", "val", "target"):
         dataset = getattr(cfg.data, key)
-        if dataset is None or (key == "target" and cfg.method.name != "mean_teacher"):
+        if dataset is None or (key == "target" and not method_of(cfg.method).target):
             continue
         if not dataset.root.strip():
             raise ConfigKeyError(
@@ -68,7 +69,7 @@ def check_prior(cfg: Config) -> None:
     from camix.errors import DataError
 
     path = cfg.data.prior
-    if path is None or cfg.method.mix != "camix" or not cfg.method.spatial_prior:
+    if path is None or not uses_prior(cfg.method):
         return
     _require_file(path, "data.prior", "a spatial prior from `camix data prior`")
     try:
@@ -87,7 +88,7 @@ def check_prior(cfg: Config) -> None:
         raise ConfigKeyError(
             f"config key 'data.prior': {path} is {shape[2]}x{shape[1]} (WxH) but the target images are resized to "
             f"data.target.size={target.size[0]}x{target.size[1]}; rebuild it with `camix data prior --size "
-            f"{target.size[1]}x{target.size[0]}` (HxW)",
+            f"{target.size[0]}x{target.size[1]}`",
             "data.prior",
             "data.target.size",
         )

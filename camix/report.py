@@ -29,19 +29,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camix.data.labels import CLASS_NAMES
-from camix.evaluate import (
-    METRIC_TITLES,
-    METRICS,
-    TableLayout,
-    csv_text,
-    format_number,
-    iou_table,
-    json_safe,
-    layout_for,
-    markdown_table,
-)
-from camix.io import atomic_write_text
+from camix.evaluate import METRICS
+from camix.io import atomic_write_text, json_safe
+from camix.labels import CLASS_NAMES
 from camix.runs import (
     GROUP_IGNORE,
     LABELERS,
@@ -57,6 +47,7 @@ from camix.runs import (
     method_label,
     read_evals,
 )
+from camix.tables import METRIC_TITLES, TableLayout, csv_text, format_number, iou_table, layout_for, markdown_table
 from camix.visualize import (
     Curve,
     label_to_rgb,
@@ -207,10 +198,10 @@ def qualitative_grid(
     """
     import torch
 
+    from camix.checkpoint import load_for_inference
     from camix.config import load_config
     from camix.data.datasets import build_dataset
     from camix.evaluate import predict_logits
-    from camix.predict import load_for_inference
     from camix.rundir import RunDir
     from camix.runtime import select_device
 

@@ -18,22 +18,15 @@ from typing import Any
 
 import yaml
 
-from camix.data.labels import CLASS_NAMES
 from camix.errors import CamixError
 from camix.evaluate import METRICS
+from camix.labels import CLASS_NAMES
+from camix.methods import paper_label
 from camix.rundir import RunDir, eval_records, read_jsonl
 
 Labeler = Callable[[Path, Mapping[str, Any]], str]
 GROUP_IGNORE: tuple[str, ...] = ("seed", "out_dir", "train.tensorboard")  # settings that do not change results
 SEED_SUFFIX = re.compile(r"[_-](seed|s)\d+$")
-MIX_LABELS: dict[str, str] = {
-    "none": "Mean Teacher",
-    "cutmix": "+ CutMix",
-    "cowmix": "+ CowMix",
-    "classmix": "+ DACS",
-    "inverse_classmix": "+ iDACS",
-    "camix": "+ CAMix",
-}
 
 
 class ReportError(CamixError):
@@ -50,10 +43,8 @@ def dir_label(run_dir: Path, config: Mapping[str, Any]) -> str:
 def method_label(run_dir: Path, config: Mapping[str, Any]) -> str:
     """The paper's name of the method: ``Source only``, ``Oracle``, ``Mean Teacher``, ``+ CutMix`` ... ``+ CAMix``."""
     method, data = config.get("method", {}), config.get("data", {})
-    if method.get("name") == "source_only":
-        trains_on_target = data.get("source", {}).get("name") == data.get("val", {}).get("name")
-        return "Oracle" if trains_on_target else "Source only"
-    return MIX_LABELS.get(method.get("mix", "none"), str(method.get("mix")))
+    trains_on_target = data.get("source", {}).get("name") == data.get("val", {}).get("name")
+    return paper_label(str(method.get("name")), method.get("mix", "none"), trains_on_target)
 
 
 LABELERS: dict[str, Labeler] = {"dir": dir_label, "method": method_label}

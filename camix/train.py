@@ -1,4 +1,4 @@
-"""The one explicit training loop (DESIGN section 6).
+"""The one explicit training loop (docs/architecture.md: a batch through a training step).
 
 Each iteration: poly learning rate -> one batch per domain -> the method's step returns named losses ->
 sum, backpropagate, optimiser step -> EMA teacher update. Every ``log_every`` iterations the losses are
@@ -8,31 +8,24 @@ check, so the newest checkpoint on disk is always a good one.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import datetime as dt
-import functools
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from camix import functional as Fn
-from camix.augment import StrongAugment
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
 from camix.config import Config, to_dict
-from camix.errors import CamixError, CheckpointError, ConfigError, DataError
-from camix.evaluate import EvalResult
-from camix.methods import STEPS, StepContext, StepOutput, relations_for
-from camix.models import build_model, load_pretrained
+from camix.errors import CamixError, CheckpointError, DataError
+from camix.evaluate import EvalResult, evaluate_distributed, evaluation_failure
+from camix.methods import StepContext, StepFn, StepOutput, method_of
 from camix.optim import build_optimizer
 from camix.preflight import check_resume, preflight
 from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
@@ -50,22 +43,15 @@ from camix.runtime import (
     set_rng_state,
 )
 from camix.tensorboard import TensorBoardLog
+from camix.train_setup import build_data, build_networks
 from camix.train_support import (
     StopSignal,
-    build_train_iterators,
-    evaluate_distributed,
-    evaluation_failure,
-    frozen_copy,
-    load_or_build_prior,
     prepare_run_dir,
     save_debug_panel,
-    set_teacher_mode_,
 )
 from camix.validation import validate_config
 
 LOG = logging.getLogger("camix.train")
-
-StepFn = Callable[[StepContext, dict[str, Any], dict[str, Any] | None], StepOutput]
 
 
 class NonFiniteLoss(CamixError):
@@ -91,14 +77,6 @@ def poly_lr_(
     return lr
 
 
-def autocast_factory(device: torch.device, amp: str) -> Any:
-    """A zero-argument callable returning the autocast context for ``train.amp``."""
-    if amp == "none":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
-
-
 def optimisation_step(
     ctx: StepContext,
     step: StepFn,
@@ -117,7 +95,7 @@ def optimisation_step(
 
     Args:
         ctx: the step's context, ``ctx.iteration`` set (it picks the EMA decay).
-        step: a method's step function (``camix.methods.STEPS``).
+        step: a method's step function (``camix.methods.METHODS``).
         source: the source batch; ``target``: the target batch or None.
         optimizer: steps the student; ``scaler``: the (possibly disabled) gradient scaler.
         teacher: the raw EMA teacher module, updated in place from ``model`` (the raw student), when given.
@@ -163,24 +141,43 @@ class Trainer:
             raise
 
     def _setup(self, resume: str | None) -> None:
+        """Build the run's state. The order is part of the behaviour (resume is bit-exact because of it):
+
+        1. the global seed before the models (``__init__``): the same initial weights on every rank;
+        2. the teacher copied before the SyncBatchNorm conversion, loaded after DDP's broadcast (``build_networks``);
+        3. the step generator after the models; resume before the data: the loaders start at the resumed batch;
+        4. the global RNGs re-seeded, then restored from the checkpoint, after the data: building loaders and the
+           prior draws from them.
+        """
         cfg = self.cfg
         self.run_dir = self.run.path
         self.log = MetricsLog(self.run, enabled=self.dist.is_main)
         self.started, self.seconds_before, self.leg_start = time.time(), 0.0, time.perf_counter()
         self.last_scores: dict[str, Any] | None = None
         self._lr = cfg.optim.lr
-        self._build_models()
+        nets = build_networks(cfg, self.device, self.dist)
+        self.model, self.student, self.teacher = nets.model, nets.student, nets.teacher
+        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.train.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
         self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
         self.best_by: dict[str, dict[str, float]] = {}  # train.best_metrics other than mIoU19
         with self._io_errors():
-            rng_states = self._resume(resume)
+            rng_states = self._resume(resume)  # ORDER: before build_data (the loaders' start batch)
             board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
             self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start: this run's
-            self._build_data()
+            self.source_iter, self.target_iter, self.context = build_data(
+                cfg,
+                nets,
+                self.generator,
+                start_batch=self.iteration,
+                run_dir=self.run_dir,
+                device=self.device,
+                dist=self.dist,
+            )
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
         seed_everything(cfg.seed + self.dist.rank)
-        if rng_states is not None:
+        if rng_states is not None:  # ORDER: after build_data and the re-seed
             self._restore_rng(rng_states)
 
     def close(self) -> None:
@@ -190,64 +187,6 @@ class Trainer:
             self.lock.release()
 
     # ----- construction -------------------------------------------------------------------------------
-    def _build_models(self) -> None:
-        cfg = self.cfg
-        model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-        if cfg.model.pretrained:
-            load_pretrained(model, cfg.model.pretrained)
-        # DAFormer's FD compares with the initial (ImageNet) network: a frozen copy, made before any training step
-        self.imnet = frozen_copy(model) if cfg.method.feature_distance.weight > 0 else None
-        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        model = model.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
-        if self.imnet is not None:
-            self.imnet = self.imnet.to(self.device, memory_format=memory_format)  # type: ignore[call-overload]
-        # the teacher: a copy made before any SyncBatchNorm conversion, so it keeps per-rank (chunked) BatchNorm
-        plain = copy.deepcopy(model) if cfg.method.name == "mean_teacher" else None
-        if self.dist.enabled and cfg.train.sync_bn:
-            if self.device.type != "cuda":
-                raise ConfigError("train.sync_bn=true needs CUDA devices (SyncBatchNorm has no CPU kernel)")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.train.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.student: nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.student = DistributedDataParallel(self.model, device_ids=ids)  # broadcasts rank 0's weights
-        self.teacher: nn.Module | None = None
-        if plain is not None:  # after the broadcast: one teacher on every rank
-            plain.load_state_dict(self.model.state_dict())
-            self.teacher = set_teacher_mode_(plain.requires_grad_(False), cfg.method.teacher_train_mode)
-        self.teacher_forward = self.teacher
-        if cfg.train.compile:  # compiled callables for the forward passes; the raw modules hold the state
-            self.student = torch.compile(self.student)  # type: ignore[assignment]
-            if self.teacher is not None:
-                self.teacher_forward = torch.compile(self.teacher)  # type: ignore[assignment]
-
-    def _build_data(self) -> None:
-        cfg = self.cfg
-        self.source_iter, self.target_iter, target_size = build_train_iterators(
-            cfg, self.dist, start_batch=self.iteration, pin_memory=self.device.type == "cuda"
-        )
-        prior = None
-        if cfg.method.mix == "camix" and cfg.method.spatial_prior:
-            assert target_size is not None
-            prior = load_or_build_prior(cfg, target_size, self.run_dir, self.dist).to(self.device)
-        crop_w, crop_h = cfg.data.crop
-        self.context = StepContext(
-            student=self.student,
-            teacher=self.teacher_forward,
-            cfg=cfg.method,
-            num_classes=cfg.model.num_classes,
-            generator=self.generator,
-            augment=StrongAugment(cfg.method.augment, crop_h, crop_w, self.generator),
-            total_iterations=cfg.train.iterations,
-            prior=prior,
-            relations=relations_for(cfg.method.relations),
-            autocast=autocast_factory(self.device, cfg.train.amp),
-            imagenet=self.imnet,
-        )
-
     # ----- checkpoints --------------------------------------------------------------------------------
     def _resume(self, resume: str | None) -> list[dict[str, Any]] | None:
         """Load a checkpoint's weights, optimiser and counters; returns its RNG states (restored later)."""
@@ -418,7 +357,7 @@ class Trainer:
         self.context.iteration = self.iteration
         out, total = optimisation_step(
             self.context,
-            STEPS[cfg.method.name],
+            method_of(cfg.method).step,
             source,
             target,
             self.optimizer,

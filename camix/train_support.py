@@ -11,7 +11,6 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -19,14 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from camix.config import Config, DatasetConfig, dump_config, to_dict
 from camix.errors import CamixError, ConfigError, DataError
-from camix.evaluate import EvalResult, EvaluationStopped, evaluate
+from camix.methods import method_of
 from camix.models.mit import DropPath
 from camix.rundir import RunDir, RunDirError, RunLock, claim
-from camix.runtime import Dist, all_gather_objects, all_reduce_
+from camix.runtime import Dist, all_gather_objects
 
 LOG = logging.getLogger("camix.train")
 
@@ -142,63 +140,13 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
         source = rare_class_loader(source_ds, pixels, cfg.data.rcs, seed=cfg.seed, **rcs_args)
     else:
         source = infinite_loader(source_ds, seed=cfg.seed, **common)
-    if cfg.method.name != "mean_teacher":
+    if not method_of(cfg.method).target:
         return source, None, None
     if cfg.data.target is None:
         raise ConfigError(f"method.name={cfg.method.name} needs an unlabelled target dataset: set data.target")
     target_ds = _dataset(cfg.data.target, cfg.data.crop, True)
     target = infinite_loader(target_ds, seed=cfg.seed + 7_654_321, **common)
     return source, target, image_size(target_ds)
-
-
-class EvaluationFailed(CamixError):
-    """An evaluation during training failed; the checkpoint of that iteration was saved before it."""
-
-    exit_code = 2  # 1 when the cause is not bad input (e.g. out of memory)
-
-
-def evaluation_failure(exc: Exception, iteration: int, hint: str) -> EvaluationFailed:
-    """One line for an evaluation that raised: the iteration, the cause, and how to resume (exit 2 for bad data)."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    error = EvaluationFailed(f"the evaluation at iteration {iteration} failed ({reason}); {hint} (it evaluates first)")
-    error.exit_code = 2 if isinstance(exc, DataError) else 1
-    return error
-
-
-def evaluate_distributed(
-    model: nn.Module, cfg: Config, device: torch.device, info: Dist, stop: Callable[[], bool] | None = None
-) -> EvalResult | None:
-    """Evaluate on ``data.val``; under DDP each rank takes a shard and the confusion matrices are summed.
-
-    The global RNG states are left as they were (a DataLoader draws its seed from them), so a run that
-    evaluates and one resumed after that evaluation continue identically. ``stop`` is asked between batches;
-    when it stops any rank, every rank returns None (after one agreeing all-reduce).
-    """
-    dataset = _dataset(cfg.data.val, None, False)
-    if info.enabled:
-        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
-    loader = DataLoader(
-        dataset, batch_size=cfg.eval.batch_size, num_workers=cfg.data.workers, pin_memory=device.type == "cuda"
-    )
-    devices = [device] if device.type == "cuda" else []
-    stopped = False
-    with torch.random.fork_rng(devices=devices):
-        try:
-            result = evaluate(
-                model,
-                loader,
-                num_classes=cfg.model.num_classes,
-                device=device,
-                flip=cfg.eval.flip,
-                window=cfg.eval.sliding_window,
-                stop=stop,
-            )
-        except EvaluationStopped:
-            stopped = True
-    flag = all_reduce_(torch.tensor([float(stopped)], device=device), info, op="max")
-    if flag.item() > 0:
-        return None
-    return EvalResult(all_reduce_(result.confusion, info))
 
 
 def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:

@@ -209,21 +209,24 @@ def check_rules(cfg: Config) -> None:
             "optim.duplicate_backbone_params",
             "train.amp",
         )
-    if method.mix != "none" and method.warmup_iterations > train.iterations:
+    from camix.methods import METHODS, MIXES  # deferred: the registry sits above the config layer, which it reads
+
+    if MIXES[method.mix].mixes and method.warmup_iterations > train.iterations:
         raise ConfigKeyError(
             f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "
             f"<= train.iterations={train.iterations}",
             "method.warmup_iterations",
             "train.iterations",
         )
-    if method.name == "mean_teacher" and data.target is None:
+    needs = METHODS[method.name]
+    if needs.target and data.target is None:
         raise ConfigKeyError(
-            "config key 'data.target': null, but method.name=mean_teacher needs an unlabelled target dataset; "
+            f"config key 'data.target': null, but method.name={method.name} needs an unlabelled target dataset; "
             "set data.target (name, root, split)",
             "data.target",
             "method.name",
         )
-    if method.name != "mean_teacher" and cfg.eval.model == "teacher":
+    if not needs.teacher and cfg.eval.model == "teacher":
         raise ConfigKeyError(
             f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",
             "eval.model",

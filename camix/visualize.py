@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from camix.data.labels import CAFFE_MEAN_BGR, CLASS_NAMES, PALETTE, colorize
 from camix.io import atomic_open, atomic_write_bytes
+from camix.labels import CAFFE_MEAN_BGR, CLASS_NAMES, PALETTE, colorize
 
 
 def to_rgb_uint8(image: torch.Tensor) -> np.ndarray:

@@ -404,7 +404,7 @@ CASES: list[tuple[str, Case, str]] = [
             "--out",
             str(p.tmp / "q.pt"),
         ],
-        "--size '0x0': expected HEIGHTxWIDTH",
+        "argument --size: expected WIDTHxHEIGHT like 1024x512, got '0x0'",
     ),
     (
         "prior --out is a folder",

@@ -32,15 +32,17 @@ def test_daformer_recipe_trains_and_the_tools_work(tiny_config, tmp_path: Path, 
     cfg = tiny_config("daformer_camix", "train.iterations=3", "train.eval_every=3", "data.rcs.min_pixels=20")
     assert cfg.model.name == "daformer_mittiny" and cfg.optim.optimizer == "adamw" and cfg.data.rcs is not None
     trainer = Trainer(cfg, progress=False)
-    assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.imnet is not None
-    initial = {k: v.clone() for k, v in trainer.imnet.state_dict().items()}
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.context.imagenet is not None
+    initial = {k: v.clone() for k, v in trainer.context.imagenet.state_dict().items()}
     summary = trainer.fit()
     assert summary["iteration"] == 3
     records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss/total" in r]
     assert all("loss/fd" in r and np.isfinite(r["loss/fd"]) and r["loss/fd"] >= 0 for r in losses)
     assert losses[0]["lr"] < cfg.optim.lr  # still warming up at iteration 1
-    assert all(torch.equal(initial[k], v) for k, v in trainer.imnet.state_dict().items())  # FD's copy stays frozen
+    assert all(
+        torch.equal(initial[k], v) for k, v in trainer.context.imagenet.state_dict().items()
+    )  # FD's copy stays frozen
 
     run = Path(cfg.out_dir)
     assert main(["evaluate", "--ckpt", str(run), "--no-progress"]) == 0

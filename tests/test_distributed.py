@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -74,7 +75,8 @@ def frozen_rank_worker(rank: int, cfg: Config, port: int, dump: str) -> None:
     out = Path(dump)
     stopped = Trainer(cfg, progress=False).fit(until=1)
     (out / f"stopped{rank}.txt").write_text(stopped["resume"])
-    original = methods.STEPS[cfg.method.name]
+    record = methods.METHODS[cfg.method.name]
+    original = record.step
 
     def freezing(ctx, source, target=None):  # type: ignore[no-untyped-def]
         if rank == 1 and ctx.iteration == 1:
@@ -83,7 +85,7 @@ def frozen_rank_worker(rank: int, cfg: Config, port: int, dump: str) -> None:
                 time.sleep(0.05)
         return original(ctx, source, target)
 
-    methods.STEPS[cfg.method.name] = freezing
+    methods.METHODS[cfg.method.name] = dataclasses.replace(record, step=freezing)
     trainer = Trainer(cfg, resume="auto", progress=False)
     started = time.monotonic()
     try:

@@ -15,19 +15,16 @@ from camix.config import Config
 from camix.data.datasets import build_dataset
 from camix.data.labels import CLASS_NAMES
 from camix.evaluate import (
-    TABLE1,
-    TABLE3,
     EvalResult,
     evaluate,
     flip_average,
-    format_table,
-    iou_table,
     predict_logits,
     sliding_window_logits,
     window_starts,
     window_stride,
 )
 from camix.models import build_model
+from camix.tables import TABLE1, TABLE3, iou_table
 from tests.conftest import constant_checkpoint
 
 
@@ -75,7 +72,7 @@ def test_tables_in_the_layout_of_tables_1_and_3() -> None:
     names3 = [c.strip() for c in header3.strip("|").split("|")]
     assert len(names3) == 1 + 16 + 2 and "terrain" not in names3 and names3[-2:] == ["mIoU16", "mIoU13"]
     assert [c.strip() for c in row3.strip("|").split("|")][-2:] == ["60.0", "57.0"]
-    assert "51.2" in format_table(EvalResult(known_confusion()))
+    assert "51.2" in iou_table([("IoU (%)", EvalResult(known_confusion()).as_dict())])
 
 
 class FixedPrediction(torch.nn.Module):

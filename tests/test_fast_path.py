@@ -1,4 +1,4 @@
-"""The fast training iteration (issue 8): no host synchronisation, one batched teacher forward, bf16 numerics.
+"""The fast training iteration: no host synchronisation, one batched teacher forward, bf16 numerics.
 
 No GPU here, so the ``meta`` device stands in for one. Meta tensors hold no data: ``nonzero``, ``unique`` and
 boolean-mask indexing raise, and mixing a meta tensor with a (non-scalar) CPU tensor raises as mixing CUDA and

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import StepContext, active_mix, mean_teacher, relations_for, source_only, teacher_view
+from camix.methods import StepContext, active_mix, build_context, mean_teacher, source_only, teacher_view
 from camix.models import build_model
 
 B, H, W = 2, 32, 48
@@ -41,16 +41,15 @@ def context(**method: Any) -> StepContext:
     teacher = copy.deepcopy(student).requires_grad_(False)
     prior = torch.full((19, H, W), 1 / 19)
     cfg = MethodConfig(name="mean_teacher", **method)
-    return StepContext(
+    return build_context(
+        cfg,
         student=student,
         teacher=teacher,
-        cfg=cfg,
         num_classes=19,
         generator=torch.Generator().manual_seed(1),
-        augment=lambda x: x,
         total_iterations=10,
+        augment=lambda x: x,
         prior=prior,
-        relations=relations_for(cfg.relations),
     )
 
 
@@ -230,3 +229,35 @@ def test_source_only_augments_the_labelled_batch_only_when_asked(augment_source:
     assert len(seen) == 1 and torch.equal(seen[0], expected)
     logits = F.interpolate(ctx.student(expected), size=(H, W), mode="bilinear", align_corners=True)
     assert torch.allclose(out.losses["seg"], F.cross_entropy(logits, source["label"], ignore_index=255), atol=1e-6)
+
+
+def test_every_mix_literal_and_method_literal_has_one_registry_record() -> None:
+    from typing import get_args, get_type_hints
+
+    from camix.methods import METHODS, MIXES
+
+    hints = get_type_hints(MethodConfig)
+    assert set(get_args(hints["mix"])) == set(MIXES)
+    assert set(get_args(hints["name"])) == set(METHODS)
+
+
+def test_the_registry_decides_teacher_target_and_prior() -> None:
+    from camix.methods import method_of, paper_label, uses_prior
+
+    assert (method_of(MethodConfig(name="source_only")).teacher, method_of(MethodConfig()).target) == (False, False)
+    assert method_of(MethodConfig(name="mean_teacher")).teacher and method_of(MethodConfig(name="mean_teacher")).target
+    assert uses_prior(MethodConfig(name="mean_teacher", mix="camix"))
+    assert not uses_prior(MethodConfig(name="mean_teacher", mix="camix", spatial_prior=False))
+    assert not uses_prior(MethodConfig(name="mean_teacher", mix="classmix"))
+    assert not uses_prior(MethodConfig(name="source_only", mix="camix"))
+    assert build_context_prior("classmix") is None and build_context_prior("camix") is not None
+    assert [paper_label("source_only", "none", t) for t in (False, True)] == ["Source only", "Oracle"]
+    assert [paper_label("mean_teacher", m, False) for m in ("none", "classmix", "camix")] == [
+        "Mean Teacher",
+        "+ DACS",
+        "+ CAMix",
+    ]
+
+
+def build_context_prior(mix: str) -> torch.Tensor | None:
+    return context(mix=mix).prior

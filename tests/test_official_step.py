@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from camix.config import MethodConfig, load_config
-from camix.methods import StepContext, mean_teacher, relations_for
+from camix.methods import build_context, mean_teacher
 from camix.models import build_model
 
 B, H, W, C = 2, 40, 56, 19
@@ -119,16 +119,15 @@ def test_official_camix_step_matches_the_released_arithmetic() -> None:
     source, target, prior = inputs()
     student, teacher = models()
     cfg = official_method()
-    ctx = StepContext(
+    ctx = build_context(
+        cfg,
         student=student,
         teacher=teacher,
-        cfg=cfg,
         num_classes=C,
         generator=torch.Generator().manual_seed(5),
-        augment=lambda x: x,  # jitter and blur are tested on their own (tests/test_augment.py)
         total_iterations=1000,
+        augment=lambda x: x,  # jitter and blur are tested on their own (tests/test_augment.py)
         prior=prior,
-        relations=relations_for(cfg.relations),
         iteration=ITERATION,
     )
     out = mean_teacher(ctx, source, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -79,7 +80,8 @@ def test_non_finite_loss_stops_naming_iteration_and_term(tiny_config, monkeypatc
             out.losses["seg"] = out.losses["seg"] * float("nan")
         return out
 
-    monkeypatch.setitem(methods.STEPS, "source_only", poisoned)
+    record = dataclasses.replace(methods.METHODS["source_only"], step=poisoned)
+    monkeypatch.setitem(methods.METHODS, "source_only", record)
     with pytest.raises(NonFiniteLoss, match=r"loss 'seg' became nan by iteration 4"):
         Trainer(cfg, progress=False).fit()
     state = load_checkpoint(Path(cfg.out_dir) / "checkpoints" / "last.pt")
@@ -232,11 +234,11 @@ def test_a_failing_evaluation_keeps_the_saved_state_and_says_how_to_resume(
 
 
 def test_a_stop_signal_during_evaluation_stops_between_batches(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import camix.train_support as support
+    import camix.evaluate as evaluation
 
     cfg = tiny_config("source_only", "train.iterations=4", "train.checkpoint_every=4", "eval.batch_size=1")
     loaded: list[int] = []
-    original = support._dataset
+    original = evaluation.build_dataset
 
     class Signalling(torch.utils.data.Dataset):  # type: ignore[type-arg]
         def __init__(self, inner: Any) -> None:
@@ -251,10 +253,10 @@ def test_a_stop_signal_during_evaluation_stops_between_batches(tiny_config, monk
                 os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler's pre-emption during the evaluation
             return self.inner[index]
 
-    def dataset(cfg_: Any, crop: Any, train: bool) -> Any:
-        return original(cfg_, crop, train) if train else Signalling(original(cfg_, crop, train))
+    def dataset(cfg_: Any, crop: Any = None, train: bool = True) -> Any:  # the evaluation's (validation) datasets
+        return Signalling(original(cfg_, crop=crop, train=train))
 
-    monkeypatch.setattr(support, "_dataset", dataset)
+    monkeypatch.setattr(evaluation, "build_dataset", dataset)
     summary = Trainer(cfg, progress=False).fit()
     assert summary["interrupted"] == "SIGTERM" and summary["iteration"] == 2
     assert loaded == [0]  # of 4 validation images: the stop flag is read between batches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -57,10 +58,11 @@ def test_event_file_scalars_equal_metrics_jsonl_across_a_crash_and_resume(tiny_c
             out.losses["seg"] = out.losses["seg"] * float("nan")
         return out
 
-    monkeypatch.setitem(methods.STEPS, "mean_teacher", poisoned)
+    record = methods.METHODS["mean_teacher"]
+    monkeypatch.setitem(methods.METHODS, "mean_teacher", dataclasses.replace(record, step=poisoned))
     with pytest.raises(NonFiniteLoss):
         Trainer(cfg, progress=False).fit()
-    monkeypatch.setitem(methods.STEPS, "mean_teacher", original)
+    monkeypatch.setitem(methods.METHODS, "mean_teacher", record)
     Trainer(cfg, resume="auto", progress=False).fit()  # repeats iterations 3 and 4, then 5
 
     run = Path(cfg.out_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from camix.config import Config, load_config
+from camix.config import Config, load_config, parse_size
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -23,6 +23,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
 def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
     """Repeatable ``--set KEY=VALUE`` collected into ``args.overrides``."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """argparse type for a ``WxH`` size: (width, height)."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_progress_argument(parser: argparse.ArgumentParser, help_text: str = "no progress bars") -> None:
+    """``--no-progress``."""
+    parser.add_argument("--no-progress", action="store_true", help=help_text)
 
 
 def config_from_args(args: argparse.Namespace, checks: Sequence[Callable[[Config], None]] = ()) -> Config:

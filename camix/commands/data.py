@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+from types import ModuleType
+
+from camix.commands import data_check, data_prior, data_synthcity
 
 HELP = "dataset tools: generate SynthCity, check a dataset, compute the spatial prior"
 
 # subcommand -> module with HELP, add_arguments(parser), run(args)
-SUBCOMMANDS: dict[str, str] = {
-    "synthcity": "camix.commands.data_synthcity",
-    "check": "camix.commands.data_check",
-    "prior": "camix.commands.data_prior",
-}
+SUBCOMMANDS: dict[str, ModuleType] = {"synthcity": data_synthcity, "check": data_check, "prior": data_prior}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the data subcommands."""
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    for name, module_name in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in SUBCOMMANDS.items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_data_run=module.run)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from camix.commands.checks import non_negative_float, non_negative_int, output_file
+from camix.commands.common import size_argument
 from camix.commands.data_check import add_dataset_arguments, dataset_config
 from camix.errors import ConfigError
 
 HELP = "compute the spatial prior Q of a dataset's labels (or import the authors' .mat prior) and save it"
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"HxW"`` -> (height, width). Note the order: height first, as in the issue's ``--size HxW``."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise ConfigError(f"--size {text!r}: expected HEIGHTxWIDTH with positive integers, e.g. 720x1280")
-    return int(match[1]), int(match[2])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--size",
-        metavar="HxW",
-        help="prior size as HEIGHTxWIDTH (height first!): the size the target training images are resized to, "
-        "e.g. 1024x2048 for Cityscapes at scale 1.0 (WxH 2048x1024), 512x1024 at scale 0.5; required unless "
+        type=size_argument,
+        metavar="WxH",
+        help="prior size as WIDTHxHEIGHT: the size the target training images are resized to, "
+        "e.g. 2048x1024 for Cityscapes at scale 1.0, 1024x512 at scale 0.5; required unless "
         "--from-mat, which keeps the file's size unless given (bilinear, as the released SYNTHIA loader)",
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.pt); statistics go to FILE.json")
@@ -60,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return import_mat(args)
     if not (args.dataset and args.root and args.size):
         raise ConfigError("camix data prior needs --dataset, --root and --size (or --from-mat FILE to import one)")
-    height, width = parse_hw(args.size)
+    width, height = args.size
     output_file(args.out, "--out")
-    print(f"prior size: height {height}, width {width} (WxH {width}x{height})")
+    print(f"prior size: {width}x{height} (WxH)")
     cfg = dataset_config(args)
     prior, stats = compute_prior(
         cfg, (width, height), progress=not args.no_progress, workers=args.workers, smoothing=args.smoothing
@@ -79,7 +72,8 @@ def import_mat(args: argparse.Namespace) -> int:
 
     prior = read_mat_prior(args.from_mat)
     if args.size:
-        prior = resize_prior(prior, parse_hw(args.size))
+        width, height = args.size
+        prior = resize_prior(prior, (height, width))
     height, width = prior.shape[-2:]
     save_prior(args.out, prior, {"dataset": "mat", "root": str(args.from_mat), "size": (width, height)})
     print(f"wrote {args.out} (prior {tuple(prior.shape)}, height {height}, width {width}) from {args.from_mat}")

@@ -1,9 +1,8 @@
-"""``camix data synthcity``: generate SynthCity, the built-in procedural benchmark (DESIGN section 7)."""
+"""``camix data synthcity``: generate SynthCity, the built-in procedural benchmark (README: SynthCity)."""
 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from camix.commands.checks import non_negative_int
@@ -18,10 +17,12 @@ def parse_size(text: str) -> tuple[int, int]:
     Raises:
         ConfigError: not of that form, or not at least 32x16.
     """
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    from camix.config import SIZE_WH
+
+    match = SIZE_WH.fullmatch(text)
     if match is None:
         raise ConfigError(f"--size must be WIDTHxHEIGHT like 256x128, got {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = int(match[1]), int(match[2])
     if width < 32 or height < 16:
         raise ConfigError(f"--size must be at least 32x16 (width x height), got {text!r}")
     return width, height

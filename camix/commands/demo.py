@@ -111,7 +111,9 @@ def write_report(
     from camix.io import atomic_write_text
 
     before, after = (s["final"] for s in summaries)
-    method = adapt.method.mix if adapt.method.name == "mean_teacher" else adapt.method.name
+    from camix.methods import method_title
+
+    method = method_title(adapt.method)
     rows = "\n".join(f"| {name} | {before['iou'][name]:.1f} | {value:.1f} |" for name, value in after["iou"].items())
     times = "\n".join(f"| {name} | {seconds:.0f} s |" for name, seconds in timings.items())
     text = f"""# camix demo: {method} on SynthCity

@@ -7,20 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from camix.evaluate import TableLayout
-    from camix.predict import Evaluation
+    from camix.evaluate import Evaluation
+    from camix.tables import TableLayout
+
+from camix.commands.common import add_progress_argument, add_set_argument, size_argument
 
 HELP = "evaluate a checkpoint on data.val: per-class IoU, mIoU19/16/13 (markdown, CSV, JSON)"
-
-
-def size_argument(text: str) -> tuple[int, int]:
-    """argparse type for ``WxH``."""
-    from camix.predict import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ckpt", required=True, metavar="PATH", help="a checkpoint (last.pt, best.pt, iter_*.pt) or a run directory"
     )
     parser.add_argument("-c", "--config", metavar="FILE", help="config to use (default: the checkpoint's own)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
-    )
+    add_set_argument(parser, "override a config value")
     parser.add_argument(
         "--teacher", action="store_true", help="evaluate the EMA teacher (default: eval.model of the config)"
     )
@@ -44,15 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--native-labels", action="store_true", help="score against full-resolution labels (batch size 1)"
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <run_dir>/eval/<ckpt stem>[...])")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser, "no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table in the layout of the paper's Table 1 (Table 3 for SYNTHIA), save it."""
+    from camix.checkpoint import load_for_inference
     from camix.commands.checks import output_dir
     from camix.errors import ConfigError
-    from camix.evaluate import layout_for
-    from camix.predict import default_eval_dir, evaluate_model, load_for_inference, save_evaluation, with_protocol
+    from camix.evaluate import default_eval_dir, evaluate_model, with_protocol
+    from camix.tables import layout_for, save_evaluation
 
     if not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap {args.overlap}: choose a fraction in [0, 1), e.g. 0.33")
@@ -75,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluation_table(evaluation: Evaluation, layout: TableLayout) -> str:
     """The one-row IoU table of an evaluation."""
-    from camix.evaluate import iou_table
+    from camix.tables import iou_table
 
     return iou_table([(evaluation.checkpoint.short, evaluation.result.as_dict())], layout, first="checkpoint")
 

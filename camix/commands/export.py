@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from camix.commands.checks import int_at_least, non_negative_float, output_file
-from camix.commands.evaluate import size_argument
+from camix.commands.common import size_argument
 
 HELP = "export a checkpoint's network to ONNX (dynamic image size) and check it against PyTorch in onnxruntime"
 
@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then compare with PyTorch when onnxruntime is installed (exit 1 when they disagree)."""
+    from camix.checkpoint import load_for_inference
     from camix.export import INSTALL_HINT, export_onnx, max_abs_difference, onnxruntime_available, random_image
-    from camix.predict import load_for_inference
 
     output_file(args.onnx, "--onnx")
     _, model, info = load_for_inference(args.ckpt, args.config, args.overrides, teacher=args.teacher or None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from camix.commands.evaluate import size_argument
+from camix.commands.common import size_argument
 
 HELP = "segment images or folders: <stem>_color.png, <stem>_overlay.png, <stem>_labelIds.png (test-server ready)"
 
@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Find the inputs, load the network, write three PNGs per image."""
+    from camix.checkpoint import load_for_inference
     from camix.commands.checks import output_dir
-    from camix.predict import find_inputs, load_for_inference, predict_files
+    from camix.predict import find_inputs, predict_files
 
     output_dir(args.out, "--out")
     inputs = find_inputs(args.inputs)

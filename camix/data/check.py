@@ -19,9 +19,9 @@ from tqdm import tqdm
 from camix.config import DatasetConfig
 from camix.data import cityscapes, gta5, synthia
 from camix.data.datasets import find_samples
-from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from camix.data.transforms import UNKNOWN_ID, Sample, open_image
 from camix.errors import ConfigError, DataError
+from camix.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 SPLITS: dict[str, tuple[str, ...]] = {"cityscapes": ("train", "val"), "gta5": ("all",), "synthia": ("all",)}
 """The splits ``camix data check`` knows per dataset; GTA5 and SYNTHIA have one (``all``)."""

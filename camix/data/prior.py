@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 from camix.config import DatasetConfig
 from camix.data.datasets import ItemError, find_samples, require_labels
-from camix.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
+from camix.functional import spatial_prior
 from camix.io import atomic_torch_save, atomic_write_text
+from camix.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
 
 class _PriorLabels(Dataset[torch.Tensor]):
@@ -71,7 +72,6 @@ def compute_prior(
     Raises:
         DataError: missing folders or label files, undecodable labels, unknown label ids.
     """
-    from camix.functional import spatial_prior  # imported here: camix.functional imports camix.data.labels
 
     width, height = size_wh
     samples = find_samples(cfg)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from camix.data.labels import NUM_CLASSES
 from camix.errors import ConfigError, DataError
+from camix.labels import NUM_CLASSES
 
 PER_CLASS = re.compile(r"probarray_cls(\d+)\.mat")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from tqdm import tqdm
 
 from camix.config import DatasetConfig, RareClassConfig
 from camix.data.datasets import ItemError, find_samples, require_labels
-from camix.data.labels import NUM_CLASSES
 from camix.data.sampling import SeededDataset, batches, sample_seed
 from camix.data.transforms import Sample, map_labels
 from camix.errors import DataError
+from camix.functional import rcs_class_probabilities
 from camix.io import atomic_write_text
+from camix.labels import NUM_CLASSES
 
 CROP_TRIES = 10  # DAFormer's number of crops tried per drawn image
 
@@ -67,7 +69,7 @@ def class_pixels_cache(cfg: DatasetConfig, run_dir: Path) -> Path:
     folder = Path(cfg.root) / ".camix_cache"
     try:
         folder.mkdir(exist_ok=True)
-        probe = folder / f".probe_{name}"
+        probe = folder / f".probe_{os.getpid()}_{name}"  # per process: ranks probe at the same time
         probe.touch()
         probe.unlink()
         return folder / name
@@ -100,7 +102,6 @@ class RareClassSampler(Sampler[tuple[int, int, int]]):
     """
 
     def __init__(self, pixels: np.ndarray, rcs: RareClassConfig, *, seed: int, rank: int = 0, start: int = 0) -> None:
-        from camix.functional import rcs_class_probabilities  # camix.functional imports camix.data.labels
 
         counts = torch.from_numpy(np.asarray(pixels, dtype=np.int64))
         probs = rcs_class_probabilities(counts.sum(0), rcs.temperature)

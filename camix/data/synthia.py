@@ -4,7 +4,7 @@ The original labels are 16-bit, 3-channel PNGs with the SYNTHIA class id in the 
 instance id lives in G). PIL opens such files as 8-bit RGB by keeping only the **high** byte of every
 sample, which turns every class id into 0, so this module decodes them itself: it parses the PNG chunks
 and lets PIL's zlib/unfiltering decoder produce the low and high bytes separately (fast, C code), with
-a pure numpy decoder (filters 0-4) as the fallback and as an independent reference in the tests.
+an independent pure-numpy reference decoder in the tests (tests/data/_realdata.py).
 
 The 8-bit ``root/synthia_mapped_to_cityscapes/0000000.png`` variant used by BDL/DACS holds the same
 SYNTHIA ids and is used when ``GT/LABELS`` is absent. Ids map to trainIds through ``SYNTHIA_TO_TRAIN_ID``.
@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from camix.config import DatasetConfig
-from camix.data.labels import SYNTHIA_TO_TRAIN_ID
 from camix.data.transforms import (
     LabelFormat,
     Sample,
@@ -32,6 +31,7 @@ from camix.data.transforms import (
     select_images,
 )
 from camix.errors import DataError
+from camix.labels import SYNTHIA_TO_TRAIN_ID
 
 LAYOUT = (
     "ROOT/RGB/0000000.png + ROOT/GT/LABELS/0000000.png (16-bit RGB, class id in R) "
@@ -119,58 +119,9 @@ def _ihdr(data: bytes) -> tuple[int, int, int, int, int]:
 
 
 def decode_png_rgb16(data: bytes) -> np.ndarray:
-    """Decode a 16-bit RGB PNG (bytes) into uint16 ``[H, W, 3]``; PIL's decoder first, numpy as the fallback."""
+    """Decode a 16-bit RGB PNG (bytes) into uint16 ``[H, W, 3]`` with PIL's zlib/unfiltering decoder."""
     width, height, _, _, interlace = _ihdr(data)
     stream = b"".join(payload for kind, payload in _chunks(data) if kind == b"IDAT")
-    try:
-        low = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16L", interlace))
-        high = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16B", interlace))
-    except (OSError, ValueError):
-        if interlace:
-            raise
-        return decode_png_rgb16_numpy(stream, width, height)
+    low = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16L", interlace))
+    high = np.asarray(Image.frombytes("RGB", (width, height), stream, "zip", "RGB;16B", interlace))
     return (high.astype(np.uint16) << 8) | low
-
-
-def decode_png_rgb16_numpy(stream: bytes, width: int, height: int) -> np.ndarray:
-    """Pure numpy decoder of a non-interlaced 16-bit RGB IDAT stream (PNG filters 0-4) -> uint16 ``[H, W, 3]``."""
-    bpp, stride = 6, width * 6
-    raw = np.frombuffer(zlib.decompress(stream), dtype=np.uint8)
-    if raw.size != height * (stride + 1):
-        raise ValueError(f"PNG data holds {raw.size} bytes, expected {height * (stride + 1)}")
-    rows = raw.reshape(height, stride + 1)
-    out = np.zeros((height, stride), dtype=np.uint8)
-    previous = np.zeros(stride, dtype=np.uint8)
-    for r in range(height):
-        out[r] = _unfilter_row(int(rows[r, 0]), rows[r, 1:], previous, bpp)
-        previous = out[r]
-    return out.reshape(height, width, 3, 2).astype(np.uint16) @ np.array([256, 1], dtype=np.uint16)
-
-
-def _unfilter_row(kind: int, line: np.ndarray, up: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo one PNG filter on one row (see the PNG specification, section 9)."""
-    if kind == 0:
-        return line.copy()
-    if kind == 1:  # Sub: running sum per byte position within a pixel, modulo 256
-        return (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256).astype(np.uint8).ravel()
-    if kind == 2:  # Up
-        return line + up
-    if kind not in (3, 4):
-        raise ValueError(f"unknown PNG filter type {kind}")
-    return _unfilter_sequential(kind, line.reshape(-1, bpp).astype(np.int64), up.reshape(-1, bpp).astype(np.int64))
-
-
-def _unfilter_sequential(kind: int, line: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Average (3) and Paeth (4) depend on the decoded left pixel: one step per pixel, vectorised over bytes."""
-    out = np.zeros_like(line)
-    left = upleft = np.zeros(line.shape[1], dtype=np.int64)
-    for i in range(line.shape[0]):
-        if kind == 3:
-            predictor = (left + up[i]) // 2
-        else:
-            p = left + up[i] - upleft
-            pa, pb, pc = np.abs(p - left), np.abs(p - up[i]), np.abs(p - upleft)
-            predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up[i], upleft))
-        out[i] = (line[i] + predictor) % 256
-        left, upleft = out[i], up[i]
-    return out.astype(np.uint8).ravel()

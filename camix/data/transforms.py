@@ -1,6 +1,6 @@
 """Shared loading pieces for the real datasets: decoding, label lookup tables, resizing, cropping.
 
-Conventions (DESIGN sections 3 and 4):
+Conventions (docs/datasets.md):
 
 * Images become float32 ``Tensor[3, H, W]`` in **BGR** order minus the Caffe mean, 0-255 scale, no std division.
 * Label maps are decoded to raw ids and mapped to trainIds 0..18 (255 = ignore) through 256-entry numpy
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from camix.errors import DataError
+from camix.labels import CAFFE_MEAN_BGR, IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
 SizeWH = tuple[int, int]  # (width, height)

@@ -1,4 +1,4 @@
-"""The CAMix equations as pure functions (paper Sec. 3, Eqs. 1-11; DESIGN section 2).
+"""The CAMix equations as pure functions (paper Sec. 3, Eqs. 1-11).
 
 Every function is pure: no I/O, no global state, device and dtype follow the inputs, and randomness comes only
 from an explicit ``torch.Generator`` (made by the caller on the inputs' device). The per-iteration functions do
@@ -6,7 +6,6 @@ not synchronise with the host. Shapes: B batch, C classes, H×W pixels, N stocha
 with ignore index 255.
 """
 
-from camix.data.labels import IGNORE_INDEX, MIOU13_CLASSES, MIOU16_CLASSES, NUM_CLASSES
 from camix.functional.classes import (
     DEFAULT_RELATIONS,
     EXTENDED_RELATIONS,
@@ -36,6 +35,7 @@ from camix.functional.metrics import confusion_matrix, iou, miou
 from camix.functional.mixing import classmix_mask, cowmix_mask, cutmix_mask, mix
 from camix.functional.teacher import ema_alpha, ema_update_
 from camix.functional.uncertainty import dynamic_threshold, noisy_copies, predictive_entropy, significance_mask
+from camix.labels import IGNORE_INDEX, MIOU13_CLASSES, MIOU16_CLASSES, NUM_CLASSES
 
 __all__ = [
     "DEFAULT_RELATIONS",

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX
+from camix.labels import IGNORE_INDEX
 
 Relations = Mapping[int, Sequence[int]]
 

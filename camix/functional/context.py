@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX
 from camix.functional.classes import (
     Relations,
     close_relations_batched,
@@ -18,6 +17,7 @@ from camix.functional.classes import (
     relations_matrix,
     select_half_batched,
 )
+from camix.labels import IGNORE_INDEX
 
 
 def spatial_prior(

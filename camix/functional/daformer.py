@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX
+from camix.labels import IGNORE_INDEX
 
 THING_CLASSES: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
 """Cityscapes trainIds of DAFormer's thing classes: traffic light, sign, person, rider, car, truck, bus, train,

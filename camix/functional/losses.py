@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX
+from camix.labels import IGNORE_INDEX
 
 ConsistencyKind = Literal["src", "ce", "mse"]
 WeightMode = Literal["uniform", "pixel", "none"]

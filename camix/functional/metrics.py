@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX, MIOU13_CLASSES, MIOU16_CLASSES
+from camix.labels import IGNORE_INDEX, MIOU13_CLASSES, MIOU16_CLASSES
 
 __all__ = ["MIOU13_CLASSES", "MIOU16_CLASSES", "confusion_matrix", "iou", "miou"]
 

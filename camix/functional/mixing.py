@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camix.data.labels import IGNORE_INDEX
 from camix.functional.classes import label_bins, mask_from_selection, presence_matrix, select_half_batched
+from camix.labels import IGNORE_INDEX
 
 
 def mix(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:

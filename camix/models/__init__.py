@@ -1,4 +1,4 @@
-"""DeepLab-v2 segmentation networks (DESIGN section 5), their registry and pretrained-weight loading.
+"""DeepLab-v2 segmentation networks, their registry and pretrained-weight loading.
 
 Example:
     >>> from camix.models import build_model, param_groups

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camix.data.labels import CAFFE_MEAN_BGR
+from camix.labels import CAFFE_MEAN_BGR
 from camix.models.batchnorm import ChunkedBatchNorm2d
 from camix.models.mit import MixVisionTransformer
 

@@ -1,4 +1,4 @@
-"""DeepLab-v2 with a Caffe-style ResNet backbone, as used by AdaptSegNet, DACS and CAMix (DESIGN section 5).
+"""DeepLab-v2 with a Caffe-style ResNet backbone, as used by AdaptSegNet, DACS and CAMix (README: Networks and recipes).
 
 The module tree and state-dict names follow the community PyTorch port of DeepLab-v2 so that its
 MS-COCO and ImageNet initialisations load unchanged:
@@ -11,11 +11,11 @@ MS-COCO and ImageNet initialisations load unchanged:
 - the classifier ``layer5.conv2d_list.{0..3}``: four 3x3 convs with bias and dilations 6, 12, 18, 24.
 
 The released code sums only the dilation-6 and -12 branches (an early ``return`` inside the loop;
-DESIGN section 3, item 6); ``aspp_branches=2`` reproduces that and ``aspp_branches=4`` sums all four.
+docs/fidelity.md); ``aspp_branches=2`` reproduces that and ``aspp_branches=4`` sums all four.
 All four convs exist in either case so that the weights files load; with ``aspp_branches=2`` the
 unused two are frozen (``requires_grad=False``), so they reach neither the optimiser nor DDP's hooks.
 
-BatchNorm follows the released code (DESIGN section 3, item 7): affine parameters are frozen
+BatchNorm follows the released code (docs/fidelity.md): affine parameters are frozen
 (``requires_grad=False``), statistics come from the batch in training mode and from the running
 estimates in eval mode. ``trainable_bn=True`` unfreezes the affine parameters (for from-scratch runs).
 """

@@ -1,6 +1,6 @@
 """Load pretrained weights into a DeepLab-v2 model from the formats the community passes around.
 
-Accepted files (DESIGN section 4; all local, never downloaded):
+Accepted files (all local, never downloaded):
 
 - ``deeplab``: a flat state dict with the model's own names, e.g. the MS-COCO init
   ``resnet101COCO-41f33a49.pth``. A classifier whose shape differs (another class count) is skipped.

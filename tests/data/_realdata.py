@@ -113,3 +113,47 @@ def make_synthia(root: Path, count: int = 2, size: tuple[int, int] = (20, 12), m
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_png_rgb16(label))
     return root
+
+
+def decode_png_rgb16_numpy(stream: bytes, width: int, height: int) -> np.ndarray:
+    """Pure numpy decoder of a non-interlaced 16-bit RGB IDAT stream (PNG filters 0-4) -> uint16 ``[H, W, 3]``."""
+    bpp, stride = 6, width * 6
+    raw = np.frombuffer(zlib.decompress(stream), dtype=np.uint8)
+    if raw.size != height * (stride + 1):
+        raise ValueError(f"PNG data holds {raw.size} bytes, expected {height * (stride + 1)}")
+    rows = raw.reshape(height, stride + 1)
+    out = np.zeros((height, stride), dtype=np.uint8)
+    previous = np.zeros(stride, dtype=np.uint8)
+    for r in range(height):
+        out[r] = _unfilter_row(int(rows[r, 0]), rows[r, 1:], previous, bpp)
+        previous = out[r]
+    return out.reshape(height, width, 3, 2).astype(np.uint16) @ np.array([256, 1], dtype=np.uint16)
+
+
+def _unfilter_row(kind: int, line: np.ndarray, up: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo one PNG filter on one row (see the PNG specification, section 9)."""
+    if kind == 0:
+        return line.copy()
+    if kind == 1:  # Sub: running sum per byte position within a pixel, modulo 256
+        return (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256).astype(np.uint8).ravel()
+    if kind == 2:  # Up
+        return line + up
+    if kind not in (3, 4):
+        raise ValueError(f"unknown PNG filter type {kind}")
+    return _unfilter_sequential(kind, line.reshape(-1, bpp).astype(np.int64), up.reshape(-1, bpp).astype(np.int64))
+
+
+def _unfilter_sequential(kind: int, line: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Average (3) and Paeth (4) depend on the decoded left pixel: one step per pixel, vectorised over bytes."""
+    out = np.zeros_like(line)
+    left = upleft = np.zeros(line.shape[1], dtype=np.int64)
+    for i in range(line.shape[0]):
+        if kind == 3:
+            predictor = (left + up[i]) // 2
+        else:
+            p = left + up[i] - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - up[i]), np.abs(p - upleft)
+            predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up[i], upleft))
+        out[i] = (line[i] + predictor) % 256
+        left, upleft = out[i], up[i]
+    return out.astype(np.uint8).ravel()

@@ -177,9 +177,9 @@ def test_cli_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_cli_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = two_label_gta(tmp_path / "gta", upscale=2)
     out = tmp_path / "prior.pt"
-    argv = ["data", "prior", "--dataset", "gta5", "--root", str(root), "--size", "2x4", "--out", str(out)]
+    argv = ["data", "prior", "--dataset", "gta5", "--root", str(root), "--size", "4x2", "--out", str(out)]
     assert camix([*argv, "--no-progress", "--smoothing", "0"]) == 0
-    assert "height 2, width 4" in capsys.readouterr().out
+    assert "prior size: 4x2 (WxH)" in capsys.readouterr().out  # width 4, height 2
     assert torch.allclose(load_prior(out), expected_prior()) and out.with_suffix(".json").is_file()
     assert camix([*argv, "--no-progress"]) == 0  # default smoothing 1: (n_c + 1) / (N + 19), N labelled maps
     labelled = torch.tensor([[2.0, 2.0, 2.0, 1.0], [1.0, 1.0, 2.0, 2.0]])
@@ -197,7 +197,7 @@ def test_commands_directly(tmp_path: Path) -> None:
     assert data_check.run(parser.parse_args(["--dataset", "gta5", "--root", str(root), "--no-progress"])) == 0
     parser = argparse.ArgumentParser()
     data_prior.add_arguments(parser)
-    args = ["--dataset", "gta5", "--root", str(root), "--size", "2x4", "--out", str(tmp_path / "q.pt")]
+    args = ["--dataset", "gta5", "--root", str(root), "--size", "4x2", "--out", str(tmp_path / "q.pt")]
     assert data_prior.run(parser.parse_args([*args, "--no-progress", "--limit", "1"])) == 0
     assert load_prior_record(tmp_path / "q.pt")["num_images"] == 1
-    assert data_prior.parse_hw("720x1280") == (720, 1280)
+    assert parser.parse_args([*args, "--size", "1280x720"]).size == (1280, 720)  # WxH like every size

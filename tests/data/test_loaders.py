@@ -122,9 +122,9 @@ def test_synthia_labels(tmp_path: Path, mapped: bool) -> None:
 
 
 def test_synthia_16bit_decoder_matches_numpy_reference(tmp_path: Path) -> None:
-    from _realdata import encode_png_rgb16
+    from _realdata import decode_png_rgb16_numpy, encode_png_rgb16
 
-    from camix.data.synthia import _chunks, _ihdr, decode_png_rgb16, decode_png_rgb16_numpy
+    from camix.data.synthia import _chunks, _ihdr, decode_png_rgb16
 
     values = np.random.default_rng(0).integers(0, 65536, (9, 11, 3)).astype(np.uint16)
     data = encode_png_rgb16(values, filters=(4, 3, 1, 0, 2))

@@ -43,7 +43,7 @@ def test_gta_prior_array_is_imported_as_shipped(tmp_path: Path) -> None:
 def test_resizing_is_bilinear_with_aligned_corners(tmp_path: Path) -> None:
     path, _ = gta_prior(tmp_path)
     out = tmp_path / "gta.pt"
-    assert camix(["data", "prior", "--from-mat", str(path), "--size", "3x5", "--out", str(out)]) == 0
+    assert camix(["data", "prior", "--from-mat", str(path), "--size", "5x3", "--out", str(out)]) == 0
     prior = load_prior(out)
     assert prior.shape == (19, 3, 5)
     ramp = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0])  # corners kept: 0 and 2 at the ends, linear between
@@ -55,7 +55,7 @@ def test_synthia_per_class_files_are_stacked_in_class_order(tmp_path: Path, give
     folder = synthia_priors(tmp_path)
     source = folder if given == "folder" else folder / "probarray_cls7.mat"
     out = tmp_path / "syn.pt"
-    assert camix(["data", "prior", "--from-mat", str(source), "--size", "4x6", "--out", str(out)]) == 0
+    assert camix(["data", "prior", "--from-mat", str(source), "--size", "6x4", "--out", str(out)]) == 0
     prior = load_prior(out)
     assert prior.shape == (19, 4, 6)
     assert torch.allclose(prior[:, 0, 0], torch.arange(19) / 100.0) and torch.allclose(prior[5], torch.tensor(0.05))

@@ -14,7 +14,7 @@ BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked
 
 
 def community_keys(layers: tuple[int, ...], convs_per_block: int, downsample_layers: tuple[int, ...]) -> list[str]:
-    """State-dict names of the community DeepLab-v2, written from the architecture spec (DESIGN section 5)."""
+    """State-dict names of the community DeepLab-v2, written from the architecture spec."""
     keys = ["conv1.weight", *(f"bn1.{k}" for k in BN_KEYS)]
     for layer, blocks in enumerate(layers, start=1):
         for block in range(blocks):

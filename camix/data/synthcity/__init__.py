@@ -1,4 +1,4 @@
-"""SynthCity: the built-in procedural benchmark for domain adaptation (DESIGN section 7).
+"""SynthCity: the built-in procedural benchmark for domain adaptation (docs/synthcity.md).
 
 Street scenes in two domains that share a scene grammar (context) but not appearance: a "rendered" source
 written in the GTA5 layout and a "photographed" target written in the Cityscapes layout (train and val), with
