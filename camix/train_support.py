@@ -149,15 +149,16 @@ def build_train_iterators(cfg: Config, info: Dist, *, start_batch: int, pin_memo
     return source, target, image_size(target_ds)
 
 
-def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
+def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path, fingerprint: str | None = None) -> Path:
     """Where the spatial prior of ``data.source`` at ``size`` is cached: in the source root, else the run dir.
 
-    The name holds a hash of the source config, the size, the class count and :func:`label_fingerprint` (every
-    label file's name, size and modification time), so a regenerated or edited dataset gets a new prior.
+    The name holds a hash of the source config, the size, the class count, ``data.prior_smoothing`` and
+    :func:`camix.data.prior.label_fingerprint` (every label file's name, size and modification time; pass
+    ``fingerprint`` when already computed), so a regenerated or edited dataset gets a new prior.
     """
     from camix.data.prior import label_fingerprint
 
-    data = label_fingerprint(cfg.data.source)  # the label files themselves: a changed dataset is a new prior
+    data = label_fingerprint(cfg.data.source) if fingerprint is None else fingerprint
     key = json.dumps(
         [to_dict(cfg.data.source), list(size), cfg.model.num_classes, cfg.data.prior_smoothing, data], sort_keys=True
     )
@@ -173,24 +174,27 @@ def prior_cache_path(cfg: Config, size: tuple[int, int], run_dir: Path) -> Path:
 
 
 def load_or_build_prior(cfg: Config, size: tuple[int, int], run_dir: Path, info: Dist) -> torch.Tensor:
-    """The spatial prior Q [C,H,W] at the target image size: ``data.prior`` if given, else built and cached."""
-    from camix.data.prior import compute_prior, load_prior, save_prior
+    """The spatial prior Q [C,H,W] at the target image size: ``data.prior`` if given, else built and cached.
+
+    The cache is :func:`camix.data.prior.cached_prior` at :func:`prior_cache_path`: rank 0 decides the path and
+    builds (or verifies) the file, every other rank waits and reads it.
+    """
+    from camix.data.prior import cached_prior, label_fingerprint, load_prior
 
     if cfg.data.prior:
         prior = load_prior(cfg.data.prior)
     else:
+        fingerprint = label_fingerprint(cfg.data.source) if info.is_main else None
         # rank 0 decides where the cache is, so that every rank reads the file it writes
-        path = all_gather_objects(prior_cache_path(cfg, size, run_dir) if info.is_main else None, info)[0]
-        if info.is_main and not path.is_file():
-            LOG.info("computing the spatial prior of %s at %dx%d -> %s", cfg.data.source.root, *size, path)
-            prior, stats = compute_prior(cfg.data.source, size, progress=True, smoothing=cfg.data.prior_smoothing)
-            save_prior(
-                path,
-                prior,
-                {"size": size, "dataset": cfg.data.source.name, "root": cfg.data.source.root, "stats": stats},
-            )
+        path = all_gather_objects(prior_cache_path(cfg, size, run_dir, fingerprint) if info.is_main else None, info)[0]
+        if info.is_main:
+            if not path.is_file():
+                LOG.info("computing the spatial prior of %s at %dx%d -> %s", cfg.data.source.root, *size, path)
+            smoothing = cfg.data.prior_smoothing
+            prior = cached_prior(cfg.data.source, size, path, smoothing=smoothing, fingerprint=fingerprint)
         barrier(info)
-        prior = load_prior(path)
+        if not info.is_main:
+            prior = load_prior(path)
     expected = (cfg.model.num_classes, size[1], size[0])
     if tuple(prior.shape) != expected:
         raise DataError(

@@ -1,4 +1,7 @@
-"""benchmarks/train_step.py and benchmarks/gpu_check.sh run on CPU with a tiny model (so CI covers them)."""
+"""benchmarks/train_step.py, synthcity_networks.py and gpu_check.sh run on CPU with a tiny model (so CI covers them).
+
+The scripts run as the user runs them, in a subprocess: tests never import benchmarks/.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import train_step
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--model", "deeplabv2_tiny", "--crop", "32x32", "--target-size", "64x64"]
+METHODS = ("source_only", "dacs", "camix")  # what benchmarks/train_step.py times by default
 
 
 def run(command: list[str]) -> str:
@@ -39,7 +41,7 @@ def test_train_step_script_prints_fast_and_baseline_rows() -> None:
             "--no-record",
         ]
     )
-    for method in train_step.METHODS:
+    for method in METHODS:
         assert f"| {method} | fast |" in out
         assert f"| {method} | baseline |" in out
     speedups = [line.rsplit("|", 2)[-2].strip() for line in out.splitlines() if "| baseline |" in line]
@@ -48,18 +50,19 @@ def test_train_step_script_prints_fast_and_baseline_rows() -> None:
     assert (results.read_bytes() if results.exists() else None) == before  # --no-record leaves it alone
 
 
-def test_record_appends_dated_sections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_appends_dated_sections(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     argv = [*TINY, "--methods", "source_only", "--iters", "1", "--warmup", "0", "--results", str(results)]
-    train_step.main(argv)
-    train_step.main([*argv, "--check-numerics", "--numerics-iters", "2", "--numerics-pretrain", "1"])
+    run([sys.executable, "benchmarks/train_step.py", *argv])
+    numerics = ["--check-numerics", "--numerics-iters", "2", "--numerics-pretrain", "1"]
+    out = run([sys.executable, "benchmarks/train_step.py", *argv, *numerics])
     text = results.read_text()
     assert text.startswith("# Benchmark results")
     assert text.count("# Benchmark results") == 1
     assert text.count("## ") == 2
     assert "train_step.py" in text and "torch " in text
     assert "| source_only | seg |" in text  # the numerics table of the second run
-    assert "max rel. diff" in capsys.readouterr().out
+    assert "max rel. diff" in out
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -70,17 +73,14 @@ def test_gpu_check_script_smoke() -> None:
     assert "| camix | con |" in out and "== done" in out
 
 
-def test_synthcity_networks_script_times_both_networks(
-    synthcity_root: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from benchmarks import synthcity_networks
-
+def test_synthcity_networks_script_times_both_networks(synthcity_root: Path) -> None:
     argv = ["--data", str(synthcity_root), "--runs", "dacs", "daformer_camix", "--iters", "1", "--warmup", "0"]
-    rows = synthcity_networks.main([*argv, "--no-record"])
-    assert [(r["run"], r["model"], r["optimizer"]) for r in rows] == [
+    out = run([sys.executable, "benchmarks/synthcity_networks.py", *argv, "--no-record"])
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    body = [r for r in rows[1:] if not r[0].startswith("---")]  # rows[0]: the header
+    assert [(r[0], r[1], r[2]) for r in body] == [
         ("dacs", "deeplabv2_tiny", "sgd"),
         ("daformer_camix", "daformer_mittiny", "adamw"),
     ]
-    assert all(float(r["median"]) > 0 for r in rows)  # type: ignore[arg-type]
-    printed = capsys.readouterr().out
-    assert "| daformer_camix | daformer_mittiny | adamw | 489,875 |" in printed
+    assert all(float(r[4]) > 0 for r in body)  # s / iteration (median)
+    assert "| daformer_camix | daformer_mittiny | adamw | 489,875 |" in out

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from camix import demo
 from camix.cli import main
-from camix.commands import demo
 from camix.config import PACKAGED_CONFIGS
 from tests.conftest import TINY_SIZE
 

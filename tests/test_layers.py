@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_support", "camix.train_setup"),
     ("camix.train",),
-    ("camix.study",),
+    ("camix.study", "camix.demo"),
     ("camix.commands", "camix.cli", "camix.__main__"),
 )
 # (importer, imported): upward imports made inside a function on purpose

@@ -1,25 +1,14 @@
-"""``camix demo``: SynthCity end to end — generate (if missing), pretrain, adapt with CAMix, evaluate, report.
-
-Two runs, as on the real benchmarks where DeepLab-v2 starts from pretrained weights: ``<out>/pretrain`` trains
-the small model on the labelled source only (the SynthCity stand-in for ImageNet/COCO weights), then
-``<out>/camix`` adapts it to the target with CAMix. The report compares the two on the target val split.
-Finished stages are reused when the demo runs again with the same settings.
-"""
+"""``camix demo``: SynthCity end to end — the command line of :func:`camix.demo.run_demo`."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-from typing import Any
 
 from camix.commands.common import add_set_argument
-from camix.config import Config, load_config
+from camix.demo import DEMO_CONFIG
 
 HELP = "the whole method in minutes on a CPU: SynthCity -> source pretraining -> CAMix -> evaluation -> report"
-PRETRAIN_CONFIG = "configs/synthcity/pretrain.yaml"
-DEMO_CONFIG = "configs/synthcity/camix.yaml"
-DATA_DEFAULTS: dict[str, Any] = {"seed": 0, "num_source": 400, "num_target_train": 400, "num_target_val": 100}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,125 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def demo_configs(args: argparse.Namespace) -> tuple[Config, Config]:
-    """The pretraining and adaptation configs with the demo's data and output folders filled in."""
-    data, out = Path(args.data), Path(args.out)
-    roots = [
-        f"data.source.root={data / 'gta'}",
-        f"data.target.root={data / 'cityscapes'}",
-        f"data.val.root={data / 'cityscapes'}",
-    ]
-    pretrain = load_config(PRETRAIN_CONFIG, [*roots, "data.target=null", f"out_dir={out / 'pretrain'}"])
-    init = Path(pretrain.out_dir) / "checkpoints" / "last.pt"
-    adapt = load_config(args.config, [*roots, f"model.pretrained={init}", f"out_dir={out / 'camix'}", *args.overrides])
-    return pretrain, adapt
-
-
-def ensure_synthcity(folder: Path, progress: bool) -> dict[str, Any]:
-    """Generate SynthCity into ``folder`` unless the same dataset (parameters and generator version) is there."""
-    from camix.data.synthcity import ensure, is_current
-
-    if is_current(folder, **DATA_DEFAULTS):
-        print(f"SynthCity found in {folder}")
-    else:
-        print(f"generating SynthCity in {folder} ...")
-    return dict(ensure(folder, progress=progress, **DATA_DEFAULTS))
-
-
-def train_stage(cfg: Config, title: str, progress: bool) -> dict[str, Any] | None:
-    """Train one stage (or reuse it when finished with the same config); None when interrupted."""
-    from camix.rundir import RunDir
-    from camix.study import continue_run, is_finished
-
-    summary = RunDir(Path(cfg.out_dir)).summary()
-    if summary is not None and is_finished(cfg):
-        print(f"{title}: reusing the finished run in {cfg.out_dir}")
-        return summary
-    print(f"{title}: {cfg.train.iterations} iterations -> {cfg.out_dir}")
-    summary = continue_run(cfg, progress=progress)
-    if "interrupted" in summary:
-        print(f"demo interrupted; run camix demo again to continue from {cfg.out_dir}")
-        return None
-    return summary
-
-
 def run(args: argparse.Namespace) -> int:
-    """Generate, pretrain, adapt, report."""
+    """Generate, pretrain, adapt, report; 130 when interrupted."""
     from camix.commands.checks import output_dir
+    from camix.demo import run_demo
 
-    started = time.perf_counter()
     output_dir(args.data, "--data")
     output_dir(args.out, "--out")
-    pretrain, adapt = demo_configs(args)
-    ensure_synthcity(Path(args.data), not args.no_progress)
-    timings = {"data": time.perf_counter() - started}
-    summaries = []
-    for cfg, title in ((pretrain, "1/2 source-only pretraining"), (adapt, "2/2 adaptation")):
-        t0 = time.perf_counter()
-        summary = train_stage(cfg, title, not args.no_progress)
-        if summary is None:
-            return 130
-        summaries.append(summary)
-        timings[title] = time.perf_counter() - t0
-    report = Path(args.out) / "REPORT.md"
-    write_report(report, pretrain, adapt, summaries, timings)
-    before, after = (s["final"]["miou19"] for s in summaries)
+    result = run_demo(Path(args.data), Path(args.out), args.config, args.overrides, progress=not args.no_progress)
+    if result is None:
+        return 130
+    before, after = (s["final"]["miou19"] for s in result.summaries)
     print(
-        f"\ndone in {sum(timings.values()) / 60:.1f} min: mIoU19 on the SynthCity target val split "
-        f"{before:.1f} (source only) -> {after:.1f} ({adapt.method.mix})"
+        f"\ndone in {sum(result.timings.values()) / 60:.1f} min: mIoU19 on the SynthCity target val split "
+        f"{before:.1f} (source only) -> {after:.1f} ({result.adapt.method.mix})"
     )
     print(
-        f"report:      {report}\ncheckpoint:  {summaries[1]['checkpoint']}\nmetrics:     {adapt.out_dir}/metrics.jsonl"
+        f"report:      {result.report}\ncheckpoint:  {result.summaries[1]['checkpoint']}\n"
+        f"metrics:     {result.adapt.out_dir}/metrics.jsonl"
     )
     return 0
-
-
-def write_report(
-    path: Path, pretrain: Config, adapt: Config, summaries: list[dict[str, Any]], timings: dict[str, float]
-) -> None:
-    """A short markdown report of the demo: setup, scores before and after adaptation, per-class IoU, timings."""
-    from camix.io import atomic_write_text
-
-    before, after = (s["final"] for s in summaries)
-    from camix.methods import method_title
-
-    method = method_title(adapt.method)
-    rows = "\n".join(f"| {name} | {before['iou'][name]:.1f} | {value:.1f} |" for name, value in after["iou"].items())
-    times = "\n".join(f"| {name} | {seconds:.0f} s |" for name, seconds in timings.items())
-    text = f"""# camix demo: {method} on SynthCity
-
-Source `{adapt.data.source.root}` (GTA5 layout, labelled), target `{
-        adapt.data.target.root if adapt.data.target else "-"
-    }` (Cityscapes layout; train split unlabelled, val split for scores). Model `{adapt.model.name}`.
-
-1. `{pretrain.out_dir}`: source-only from scratch, {pretrain.train.iterations} iterations (the stand-in for the
-   ImageNet/COCO weights the paper starts from).
-2. `{adapt.out_dir}`: {method} from that model, {adapt.train.iterations} iterations, crops
-   {adapt.data.crop[0]}x{adapt.data.crop[1]}, batch {adapt.data.batch_size} + {adapt.data.batch_size}, seed {
-        adapt.seed
-    }.
-
-Scores of the student's last checkpoint (`{summaries[1]["checkpoint"]}`) on the target val split:
-
-| metric | source only | {method} |
-|---|---|---|
-| mIoU19 | {before["miou19"]:.1f} | {after["miou19"]:.1f} |
-| mIoU16 | {before["miou16"]:.1f} | {after["miou16"]:.1f} |
-| mIoU13 | {before["miou13"]:.1f} | {after["miou13"]:.1f} |
-
-## Per-class IoU (%)
-
-| class | source only | {method} |
-|---|---|---|
-{rows}
-
-## Time
-
-| stage | wall time |
-|---|---|
-{times}
-
-Resolved configs: `{pretrain.out_dir}/config.yaml`, `{adapt.out_dir}/config.yaml`; metrics logs next to them.
-Compare methods with `camix study configs/synthcity/study.yaml` (the paper's Tables 2, 4, 5, 6).
-"""
-    atomic_write_text(path, text)

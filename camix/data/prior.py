@@ -135,7 +135,7 @@ def save_prior(path: str | Path, prior: torch.Tensor, meta: dict[str, Any]) -> N
     """
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else (meta if "classes" in meta else None)
     merged = {**(stats or {}), **{k: v for k, v in meta.items() if k != "stats"}}
-    record = {k: merged[k] for k in ("dataset", "root", "num_images", "fingerprint") if k in merged}
+    record = {k: merged[k] for k in ("dataset", "root", "num_images", "smoothing", "fingerprint") if k in merged}
     record["size"] = tuple(int(v) for v in merged.get("size", (prior.shape[-1], prior.shape[-2])))
     atomic_torch_save({"prior": prior.detach().to("cpu", torch.float32).contiguous(), **record}, path)
     if stats is not None:
@@ -186,18 +186,27 @@ def label_fingerprint(cfg: DatasetConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_prior(cfg: DatasetConfig, size_wh: SizeWH, path: str | Path, *, progress: bool = True) -> torch.Tensor:
+def cached_prior(
+    cfg: DatasetConfig,
+    size_wh: SizeWH,
+    path: str | Path,
+    *,
+    progress: bool = True,
+    smoothing: float = 0.0,
+    fingerprint: str | None = None,
+) -> torch.Tensor:
     """Load the prior at ``path`` when it was computed from these very label files at ``size_wh``, else compute it.
 
-    A file of the same dataset and size but other label files (:func:`label_fingerprint`) is recomputed.
+    A file of the same dataset and size but other label files (:func:`label_fingerprint`) or another
+    ``smoothing`` is recomputed. ``fingerprint`` saves stating the label files again when the caller has it.
     """
     file = Path(path)
-    fingerprint = label_fingerprint(cfg)
+    fingerprint = label_fingerprint(cfg) if fingerprint is None else fingerprint
     if file.is_file():
         record = load_prior_record(file)
         same = record.get("dataset") == cfg.name and tuple(record.get("size", ())) == tuple(size_wh)
-        if same and record.get("fingerprint") == fingerprint:
+        if same and record.get("fingerprint") == fingerprint and record.get("smoothing", 0.0) == smoothing:
             return record["prior"]
-    prior, stats = compute_prior(cfg, size_wh, progress=progress)
+    prior, stats = compute_prior(cfg, size_wh, progress=progress, smoothing=smoothing)
     save_prior(file, prior, {"stats": stats, "fingerprint": fingerprint})
     return prior

@@ -95,6 +95,21 @@ def test_cached_prior_is_recomputed_when_the_labels_change(tmp_path: Path) -> No
     assert not torch.allclose(cached_prior(cfg, (4, 2), tmp_path / "old.pt", progress=False), torch.tensor(1 / 19))
 
 
+def test_cached_prior_is_recomputed_for_another_smoothing(tmp_path: Path) -> None:
+    """The training cache (camix.train_support) relies on it: a file of another smoothing is never served."""
+    cfg = DatasetConfig(name="gta5", root=str(two_label_gta(tmp_path / "gta")))
+    path = tmp_path / "prior.pt"
+    plain = cached_prior(cfg, (4, 2), path, progress=False)
+    smoothed = cached_prior(cfg, (4, 2), path, progress=False, smoothing=1.0)
+    assert load_prior_record(path)["smoothing"] == 1.0
+    car = 13  # two images: car at (1, 3) in one of them; add-one smoothing over 19 classes gives (1 + 1) / (2 + 19)
+    assert plain[car, 1, 3] == 0.5 and torch.isclose(smoothed[car, 1, 3], torch.tensor(2 / 21))
+    meta = {"size": (4, 2), "dataset": "gta5", "fingerprint": label_fingerprint(cfg), "smoothing": 1.0}
+    save_prior(path, torch.full((19, 2, 4), 1 / 19), meta)
+    assert torch.allclose(cached_prior(cfg, (4, 2), path, progress=False, smoothing=1.0), torch.tensor(1 / 19))  # hit
+    assert torch.equal(cached_prior(cfg, (4, 2), path, progress=False), plain)  # smoothing 0: recomputed
+
+
 def test_save_prior_with_nested_stats(tmp_path: Path) -> None:
     cfg = DatasetConfig(name="gta5", root=str(two_label_gta(tmp_path / "gta")))
     prior, stats = compute_prior(cfg, (4, 2), progress=False)
