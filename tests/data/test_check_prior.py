@@ -167,13 +167,9 @@ def test_check_synthia_and_cityscapes(tmp_path: Path) -> None:
 
 
 def camix(argv: list[str]) -> int:
-    """Run the real CLI in-process (skipped while another engineer's command module is still missing)."""
-    from camix.cli import build_parser, main
+    """Run the real CLI in-process."""
+    from camix.cli import main
 
-    try:
-        build_parser()
-    except ModuleNotFoundError as exc:
-        pytest.skip(f"camix CLI not assembled yet: {exc}")
     return main(argv)
 
 
