@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check for issue 8 (CAMix iteration speed), for a session that has a GPU: run it once.
+# One-shot GPU check (CAMix iteration speed, memory, evaluation throughput), for a session that has a GPU: run it once.
 #
 #   bash benchmarks/gpu_check.sh            # CUDA: DeepLab-v2 R101, 512x512, 2+2 images, N=8 (paper settings)
 #   bash benchmarks/gpu_check.sh --smoke    # CPU, tiny model and crop: checks that the script itself works
@@ -9,7 +9,7 @@
 # fp32-vs-fast loss comparison over 10 iterations; it appends its tables to benchmarks/RESULTS.md.
 # Step 2 (CUDA only, bounded by a timeout) adds the torch.compile variant of the CAMix fast path.
 # Expected total on an H100: about 2-4 minutes for step 1, at most 4 more for step 2.
-# Acceptance (issue 8): CAMix fast <= 0.09 s/iter, >= 4x the baseline, peak <= 8 GiB.
+# Targets: CAMix fast <= 0.09 s/iter, >= 4x the baseline, peak <= 8 GiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
