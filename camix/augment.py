@@ -84,7 +84,7 @@ def color_jitter(
     b, s, device = image.shape[0], strength, image.device
     apply = _decide(p, b, generator, device, per_batch)
     ops = (
-        lambda x, f: adjust_brightness(x, f),
+        adjust_brightness,
         adjust_contrast,
         adjust_saturation,
         lambda x, f: adjust_hue(x, f * 2 * math.pi),

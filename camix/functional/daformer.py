@@ -137,7 +137,10 @@ def thing_feature_distance(
         Scalar loss (multiply by lambda_FD, DAFormer: 0.005).
     """
     small = downscale_label_ratio(label, features.shape[-2:], min_ratio, num_classes)
-    mask = torch.isin(small, torch.tensor(list(classes), device=small.device)).to(features.dtype)
+    thing = torch.zeros_like(small, dtype=torch.bool)
+    for c in classes:  # comparisons with Python ints: no class-list upload to the device each step
+        thing |= small == c
+    mask = thing.to(features.dtype)
     distance = (features - imagenet_features.detach()).norm(p=2, dim=1)
     count = mask.sum()
     return (distance * mask).sum() / torch.where(count > 0, count, torch.ones_like(count))
