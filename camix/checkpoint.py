@@ -15,9 +15,10 @@ import contextlib
 import io
 import logging
 import pickle
+import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,101 @@ def network_from_state(cfg: Config, state: dict[str, Any], path: str | Path, *, 
             f"checkpoint {path} does not fit model {cfg.model.name} ({str(exc).splitlines()[0]})"
         ) from None
     return model.eval()
+
+
+# ----- the training state a checkpoint carries ---------------------------------------------------------------
+@dataclass
+class Progress:
+    """The loop's counters, saved in every checkpoint: the iteration, the best scores and the run's clock."""
+
+    iteration: int = 0
+    best: dict[str, float] = field(default_factory=lambda: {"miou19": -1.0, "iteration": -1})
+    best_by: dict[str, dict[str, float]] = field(default_factory=dict)  # train.best_metrics other than mIoU19
+    started: float = field(default_factory=time.time)  # epoch seconds of the run's first start
+    seconds_before: float = 0.0  # wall seconds of the earlier legs of a resumed run
+
+    def as_dict(self, seconds: float) -> dict[str, Any]:
+        """The checkpoint's entries for these counters; ``seconds``: the run's wall seconds so far."""
+        clock = {"started": self.started, "seconds": seconds}
+        return {"iteration": self.iteration, "best": self.best, "clock": clock, "best_by": self.best_by}
+
+    def improved(self, scores: dict[str, float], metrics: Sequence[str]) -> list[str]:
+        """Record ``scores`` of an evaluation at this iteration; returns the best-model files they improve, in
+        order: ``best.pt`` (mIoU19), then ``best_<metric>.pt`` for each other metric of ``metrics``."""
+        files = []
+        for metric in dict.fromkeys(("miou19", *metrics)):
+            main = metric == "miou19"
+            best = self.best if main else self.best_by.get(metric, {metric: -1.0, "iteration": -1})
+            if scores[metric] <= best[metric]:
+                continue
+            best = {metric: scores[metric], "iteration": self.iteration}
+            if main:
+                self.best = best
+            else:
+                self.best_by[metric] = best
+            files.append("best.pt" if main else f"best_{metric}.pt")
+        return files
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """The counters of a loaded checkpoint (older checkpoints may lack the clock and the other metrics)."""
+        progress = cls(iteration=state["iteration"], best_by=state.get("best_by", {}))
+        progress.best = state.get("best", progress.best)
+        clock = state.get("clock") or {}
+        progress.started = clock.get("started", progress.started)
+        progress.seconds_before = float(clock.get("seconds", 0.0))
+        return progress
+
+
+def training_state(
+    cfg: Config,
+    progress: Progress,
+    *,
+    model: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    rng: list[dict[str, Any]],
+    world_size: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Everything ``last.pt`` holds to continue a run exactly: weights, optimiser, scaler, every rank's RNG states
+    (``rng``), the counters and the data position (the data order is a function of (seed, rank, position), see
+    :mod:`camix.data.sampling`)."""
+    samples = progress.iteration * cfg.data.batch_size
+    return {
+        "data": {"seed": cfg.seed, "world_size": world_size, "samples_per_rank": samples},
+        "iteration": progress.iteration,
+        "config": to_dict(cfg),
+        "model": model.state_dict(),
+        "teacher": teacher.state_dict() if teacher is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "rng": rng,
+        **progress.as_dict(seconds),
+    }
+
+
+def load_training_state(
+    state: dict[str, Any],
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Load a checkpoint's student, teacher, optimiser and gradient scaler in place (resume).
+
+    Raises:
+        CheckpointError: the checkpoint's tensors do not fit these modules.
+    """
+    try:
+        model.load_state_dict(state["model"])
+        if teacher is not None and state.get("teacher") is not None:
+            teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]})") from None
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])

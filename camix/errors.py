@@ -20,3 +20,9 @@ class DataError(CamixError):
 
 class CheckpointError(CamixError):
     """A checkpoint or weights file that cannot be used with this model."""
+
+
+class NonFiniteLoss(CamixError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint (exit code 1)."""
+
+    exit_code = 1

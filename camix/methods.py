@@ -39,10 +39,9 @@ from torch import Tensor, nn
 from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.config import MethodConfig
+from camix.data.batch import Batch
 from camix.labels import IGNORE_INDEX
 from camix.models.batchnorm import chunked_batch_stats
-
-Batch = dict[str, Tensor]  # "image" [B,3,H,W], "label" [B,H,W]; a target batch adds "box" (top, left, h, w) on the host
 
 
 @dataclass
@@ -63,12 +62,25 @@ class StepContext:
     imagenet: nn.Module | None = None  # the frozen initial network, when the FD loss is on
 
 
+@dataclass(frozen=True)
+class MixedBatch:
+    """What a mixing step trained the student on (Sec. 3.2-3.3), after the flip and before the strong augmentation
+    of the image: the statistics the loop logs and the tiles of the debug panel (the paper's Figure 2)."""
+
+    image: Tensor  # [B,3,H,W] the mixed image x_M (Eq. 2), after the strong augmentation, detached
+    mask: Tensor  # [B,H,W] bool M, True where the pixel comes from the target
+    label: Tensor  # [B,H,W] int64 the mixed label Y_M (Eq. 4)
+    significance: Tensor  # [B,H,W] the mixed significance mask U_M (Eq. 8), ones when the SigMask level is off
+    pseudo_label: Tensor  # [B,H,W] int64 the teacher's pseudo-label of the target
+    weight: Tensor  # [B,H,W] the mixed confidence weight
+
+
 @dataclass
 class StepOutput:
-    """Named losses (summed by the loop) and detached tensors for logging and debug panels."""
+    """Named losses (summed by the loop, logged as ``loss/<name>``) and, for a mixing step, its mixed batch."""
 
     losses: dict[str, Tensor]
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    mixed: MixedBatch | None = None
 
 
 def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
@@ -176,10 +188,16 @@ def significance_from_passes(ctx: StepContext, noisy_prob: Tensor, size: torch.S
     return Fn.significance_mask(Fn.predictive_entropy(mean_prob.unsqueeze(0)), threshold)
 
 
-def crop_prior(prior: Tensor, boxes: Tensor) -> Tensor:
-    """The spatial prior cropped with each target crop's box (top, left, height, width) -> [B,C,h,w]."""
-    crops = [prior[:, top : top + h, left : left + w] for top, left, h, w in boxes.tolist()]  # boxes live on the host
-    return torch.stack(crops)
+def crop_prior(prior: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """The spatial prior ``[C,H,W]`` cropped at each target crop's box -> ``[B,C,h,w]``, on the device.
+
+    ``boxes`` is ``[B,4]`` (top, left, height, width) on the prior's device; every crop of a batch has the
+    crop size ``size`` = (h, w) (the boxes' own height and width are not read, so nothing goes to the host).
+    """
+    h, w = size
+    rows = boxes[:, 0, None] + torch.arange(h, device=boxes.device)  # [B,h]
+    cols = boxes[:, 1, None] + torch.arange(w, device=boxes.device)  # [B,w]
+    return prior[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)  # [C,B,h,w] -> [B,C,h,w]
 
 
 def all_target(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
@@ -212,7 +230,8 @@ def contextual(ctx: StepContext, view: TeacherView, source: Batch, target: Batch
     """CAMix: the contextual mask of Eq. 1 from the teacher's probabilities, the cropped prior and the relations."""
     prior = None
     if ctx.cfg.spatial_prior and ctx.prior is not None:
-        prior = crop_prior(ctx.prior, target["box"]).to(view.prob.dtype)
+        size = (view.prob.shape[-2], view.prob.shape[-1])
+        prior = crop_prior(ctx.prior, target["box"], size).to(view.prob.dtype)
     return Fn.contextual_mask(view.prob, prior, ctx.relations, ctx.generator)
 
 
@@ -268,14 +287,7 @@ def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepO
     else:
         con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
     out.losses["con"] = cfg.lambda_con * con
-    out.extras = {
-        "mixed_image": image.detach(),
-        "mask": mask,
-        "mixed_label": label,
-        "significance": sig,
-        "pseudo_label": view.pseudo,
-        "weight": weight,
-    }
+    out.mixed = MixedBatch(image.detach(), mask, label, sig, view.pseudo, weight)
     return out
 
 

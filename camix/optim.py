@@ -16,6 +16,7 @@ import warnings
 import torch
 from torch import nn
 
+from camix import functional as Fn
 from camix.config import OptimConfig
 from camix.errors import ConfigError
 from camix.models import param_groups
@@ -77,3 +78,20 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, amp: str = "none") -> to
     with warnings.catch_warnings():  # PyTorch warns that duplicates will be an error "in future"; they are intended
         warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=False)
+
+
+def poly_lr_(
+    optimizer: torch.optim.Optimizer,
+    base_lr: float,
+    power: float,
+    iteration: int,
+    total: int,
+    warmup: int = 0,
+    warmup_ratio: float = 1e-6,
+) -> float:
+    """Poly decay after an optional linear warm-up (:func:`camix.functional.warmup_poly_lr`) for each group, times
+    its ``lr_mult``; returns the base lr."""
+    lr = Fn.warmup_poly_lr(iteration, total, base_lr, power, warmup, warmup_ratio)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+    return lr

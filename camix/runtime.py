@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import random
 import re
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 
 from camix.errors import CamixError, ConfigError
+
+LOG = logging.getLogger("camix.runtime")
 
 
 @dataclass(frozen=True)
@@ -195,3 +198,23 @@ def all_reduce_(tensor: torch.Tensor, info: Dist, op: str = "sum") -> torch.Tens
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return tensor
+
+
+def restore_rank_rng(states: list[dict[str, Any]], generator: torch.Generator, info: Dist) -> bool:
+    """Restore this rank's global RNGs and step generator from a checkpoint's per-rank ``states``.
+
+    Returns False (with a warning, nothing restored) when the checkpoint was written by another number of
+    processes: the run continues, but its data order and masks differ from an uninterrupted run.
+    """
+    if len(states) != info.world_size:
+        LOG.warning(
+            "checkpoint has RNG states for %d processes, this run has %d: the data order and "
+            "masks will differ from an uninterrupted run",
+            len(states),
+            info.world_size,
+        )
+        return False
+    mine = states[info.rank]
+    set_rng_state(mine["global"])
+    generator.set_state(mine["generator"])
+    return True

@@ -21,12 +21,22 @@ from torch import nn
 from tqdm import tqdm
 
 from camix import functional as Fn
-from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_best, save_checkpoint
+from camix.checkpoint import (
+    Progress,
+    check_compatible,
+    find_resume,
+    load_checkpoint,
+    load_training_state,
+    save_best,
+    save_checkpoint,
+    training_state,
+)
 from camix.config import Config, to_dict
-from camix.errors import CamixError, CheckpointError, DataError
-from camix.evaluate import EvalResult, evaluate_distributed, evaluation_failure
+from camix.data.batch import Batch, to_device
+from camix.errors import DataError, NonFiniteLoss
+from camix.evaluate import evaluate_distributed, evaluation_failure
 from camix.methods import StepContext, StepFn, StepOutput, method_of
-from camix.optim import build_optimizer
+from camix.optim import build_optimizer, poly_lr_
 from camix.preflight import check_resume, preflight
 from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
 from camix.rundir import io_errors as io_errors_of
@@ -37,10 +47,10 @@ from camix.runtime import (
     guard_collectives,
     init_distributed,
     is_collective_failure,
+    restore_rank_rng,
     rng_state,
     seed_everything,
     select_device,
-    set_rng_state,
 )
 from camix.tensorboard import TensorBoardLog
 from camix.train_setup import build_data, build_networks
@@ -54,34 +64,11 @@ from camix.validation import validate_config
 LOG = logging.getLogger("camix.train")
 
 
-class NonFiniteLoss(CamixError):
-    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint (exit code 1)."""
-
-    exit_code = 1
-
-
-def poly_lr_(
-    optimizer: torch.optim.Optimizer,
-    base_lr: float,
-    power: float,
-    iteration: int,
-    total: int,
-    warmup: int = 0,
-    warmup_ratio: float = 1e-6,
-) -> float:
-    """Poly decay after an optional linear warm-up (:func:`camix.functional.warmup_poly_lr`) for each group, times
-    its ``lr_mult``; returns the base lr."""
-    lr = Fn.warmup_poly_lr(iteration, total, base_lr, power, warmup, warmup_ratio)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-    return lr
-
-
 def optimisation_step(
     ctx: StepContext,
     step: StepFn,
-    source: dict[str, Any],
-    target: dict[str, Any] | None,
+    source: Batch,
+    target: Batch | None,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     *,
@@ -115,6 +102,18 @@ def optimisation_step(
     return out, total
 
 
+def logged_values(out: StepOutput, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the loop logs of one step, detached on the device: each named loss, the total and, for a mixing step,
+    what the masks did (the share of target pixels, of pixels kept by U_M, the mean confidence weight)."""
+    values = {name: value.detach().float() for name, value in out.losses.items()}
+    values["total"] = loss.detach().float()
+    if out.mixed is not None:
+        values["stat/target_area"] = out.mixed.mask.detach().float().mean()
+        values["stat/significant"] = out.mixed.significance.detach().float().mean()
+        values["stat/weight"] = out.mixed.weight.detach().float().mean()
+    return values
+
+
 class Trainer:
     """Holds the state of one run; :meth:`fit` is the loop.
 
@@ -122,7 +121,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, *, resume: str | None = None, restart: bool = False, progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.show_progress = cfg, progress
         self.dist: Dist = init_distributed(cfg.train.device, cfg.train.dist_timeout)
         self.device = select_device(cfg.train.device, self.dist)
         if cfg.train.threads:
@@ -152,16 +151,13 @@ class Trainer:
         cfg = self.cfg
         self.run_dir = self.run.path
         self.log = MetricsLog(self.run, enabled=self.dist.is_main)
-        self.started, self.seconds_before, self.leg_start = time.time(), 0.0, time.perf_counter()
-        self.last_scores: dict[str, Any] | None = None
-        self._lr = cfg.optim.lr
+        self.leg_start = time.perf_counter()
         nets = build_networks(cfg, self.device, self.dist)
         self.model, self.student, self.teacher = nets.model, nets.student, nets.teacher
         self.optimizer = build_optimizer(self.model, cfg.optim, cfg.train.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
-        self.iteration, self.best = 0, {"miou19": -1.0, "iteration": -1}
-        self.best_by: dict[str, dict[str, float]] = {}  # train.best_metrics other than mIoU19
+        self.counters = Progress()
         with self._io_errors():
             rng_states = self._resume(resume)  # ORDER: before build_data (the loaders' start batch)
             board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
@@ -178,7 +174,12 @@ class Trainer:
         # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
         seed_everything(cfg.seed + self.dist.rank)
         if rng_states is not None:  # ORDER: after build_data and the re-seed
-            self._restore_rng(rng_states)
+            restore_rank_rng(rng_states, self.generator, self.dist)
+
+    @property
+    def iteration(self) -> int:
+        """Iterations done (the checkpoint's counter)."""
+        return self.counters.iteration
 
     def close(self) -> None:
         """Close the TensorBoard log and release the run directory's lock (idempotent)."""
@@ -186,7 +187,6 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
 
-    # ----- construction -------------------------------------------------------------------------------
     # ----- checkpoints --------------------------------------------------------------------------------
     def _resume(self, resume: str | None) -> list[dict[str, Any]] | None:
         """Load a checkpoint's weights, optimiser and counters; returns its RNG states (restored later)."""
@@ -198,70 +198,38 @@ class Trainer:
             return None
         state = load_checkpoint(path)
         check_compatible(state, to_dict(self.cfg.model), path)
-        try:
-            self.model.load_state_dict(state["model"])
-            if self.teacher is not None and state.get("teacher") is not None:
-                self.teacher.load_state_dict(state["teacher"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[0]})") from None
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.iteration, self.best = state["iteration"], state.get("best", self.best)
-        clock = state.get("clock") or {}
-        self.started, self.seconds_before = clock.get("started", self.started), float(clock.get("seconds", 0.0))
-        self.best_by = state.get("best_by", {})
-        self.log.truncate_after(self.iteration)
+        load_training_state(
+            state, path, model=self.model, teacher=self.teacher, optimizer=self.optimizer, scaler=self.scaler
+        )
+        self.counters = counters = Progress.from_state(state)
+        self.log.truncate_after(counters.iteration)
         for record in self.run.evals():  # an evaluation at the checkpoint's iteration ran after it was saved
-            if record["eval/miou19"] > self.best["miou19"]:
-                self.best = {"miou19": record["eval/miou19"], "iteration": record["iteration"]}
-        LOG.info("resumed from %s at iteration %d", path, self.iteration)
+            if record["eval/miou19"] > counters.best["miou19"]:
+                counters.best = {"miou19": record["eval/miou19"], "iteration": record["iteration"]}
+        LOG.info("resumed from %s at iteration %d", path, counters.iteration)
         return list(state.get("rng", []))
 
-    def _restore_rng(self, states: list[dict[str, Any]]) -> None:
-        if len(states) != self.dist.world_size:
-            LOG.warning(
-                "checkpoint has RNG states for %d processes, this run has %d: the data order and "
-                "masks will differ from an uninterrupted run",
-                len(states),
-                self.dist.world_size,
-            )
-            return
-        mine = states[self.dist.rank]
-        set_rng_state(mine["global"])
-        self.generator.set_state(mine["generator"])
+    def _seconds(self) -> float:
+        """Wall seconds of this run so far, over every resumed leg (up to each leg's last checkpoint)."""
+        return self.counters.seconds_before + time.perf_counter() - self.leg_start
 
-    def _state(self) -> dict[str, Any]:
+    def save(self, snapshot: bool = True) -> None:
+        """Write ``last.pt`` (and a numbered snapshot); collective under DDP, rank 0 writes."""
         rng = all_gather_objects({"global": rng_state(), "generator": self.generator.get_state()}, self.dist)
         if self.dist.enabled and self.teacher is not None:  # BN statistics of rank 0 for every rank's teacher
             for buffer in self.teacher.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        data = {
-            "seed": self.cfg.seed,
-            "world_size": self.dist.world_size,
-            "samples_per_rank": self.iteration * self.cfg.data.batch_size,
-        }
-        return {
-            "data": data,  # the data order is a function of (seed, rank, position): see camix.data.sampling
-            "iteration": self.iteration,
-            "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
-            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng,
-            "best": self.best,
-            "clock": {"started": self.started, "seconds": self._seconds()},
-            "best_by": self.best_by,
-        }
-
-    def _seconds(self) -> float:
-        """Wall seconds of this run so far, over every resumed leg (up to each leg's last checkpoint)."""
-        return self.seconds_before + time.perf_counter() - self.leg_start
-
-    def save(self, snapshot: bool = True) -> None:
-        """Write ``last.pt`` (and a numbered snapshot); collective under DDP, rank 0 writes."""
-        state = self._state()
+        state = training_state(
+            self.cfg,
+            self.counters,
+            model=self.model,
+            teacher=self.teacher,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            rng=rng,
+            world_size=self.dist.world_size,
+            seconds=self._seconds(),
+        )
         if self.dist.is_main:
             save_checkpoint(state, self.run_dir, keep=self.cfg.train.keep_checkpoints, snapshot=snapshot)
 
@@ -281,45 +249,78 @@ class Trainer:
             self.close()
 
     def _fit(self, until: int | None) -> dict[str, Any]:
-        cfg, total = self.cfg, self.cfg.train.iterations
+        cfg, total, counters = self.cfg, self.cfg.train.iterations, self.counters
+        step, every = method_of(cfg.method).step, cfg.train  # every.log_every, every.eval_every, ...
         bar = tqdm(
             total=total,
-            initial=self.iteration,
+            initial=counters.iteration,
             desc=f"train {cfg.method.name}/{cfg.method.mix}",
-            disable=not (self.progress and self.dist.is_main),
+            disable=not (self.show_progress and self.dist.is_main),
             dynamic_ncols=True,
             unit="it",
         )
-        sums: dict[str, torch.Tensor] = {}
-        tick, done_since_log = time.perf_counter(), 0
+        sums: dict[str, torch.Tensor] = {}  # the logged values, summed on the device between two logs
+        tick, since_log, scores = time.perf_counter(), 0, None
         with StopSignal(parent=os.getppid() if self.dist.enabled else None) as stop:
-            if self._evaluation_pending() and self._evaluate_and_log(bar, stop) is None:
-                bar.close()
-                return self._interrupted(stop.signal_name)
-            while self.iteration < total:
-                losses = self.train_step()
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0) + value.detach()
-                self.iteration += 1
-                done_since_log += 1
+            if self._evaluation_pending():  # resumed from a checkpoint whose evaluation never finished
+                scores = self._evaluate_and_log(bar, stop)
+                if scores is None:
+                    bar.close()
+                    return self._interrupted(stop.signal_name)
+            while counters.iteration < total:
+                # the learning rate and one batch per domain on the device
+                lr = poly_lr_(
+                    self.optimizer,
+                    cfg.optim.lr,
+                    cfg.optim.power,
+                    counters.iteration,
+                    total,
+                    cfg.optim.warmup_iterations,
+                    cfg.optim.warmup_ratio,
+                )
+                source = to_device(next(self.source_iter), self.device, channels_last=cfg.train.channels_last)
+                target = None
+                if self.target_iter is not None:
+                    target = to_device(next(self.target_iter), self.device, channels_last=cfg.train.channels_last)
+                # the method's step -> summed loss -> backward -> optimiser step -> EMA teacher (Eq. 3)
+                self.context.iteration = counters.iteration
+                out, loss = optimisation_step(
+                    self.context,
+                    step,
+                    source,
+                    target,
+                    self.optimizer,
+                    self.scaler,
+                    teacher=self.teacher,
+                    model=self.model,
+                    ema_alpha_max=cfg.method.ema_alpha,
+                )
+                counters.iteration += 1
                 bar.update(1)
-                at_end = self.iteration == total
-                stopping = self._should_stop(stop) or self.iteration == until
-                eval_due = (self._due(cfg.train.eval_every) or at_end) and not stopping  # resumed runs evaluate
-                save_due = self._due(cfg.train.checkpoint_every) or at_end or stopping or eval_due
-                if self._due(cfg.train.log_every) or eval_due or save_due:  # losses checked before any save
-                    seconds = (time.perf_counter() - tick) / done_since_log
-                    self._log_losses(sums, done_since_log, seconds, bar)
-                    sums, tick, done_since_log = {}, time.perf_counter(), 0
+                for name, value in logged_values(out, loss).items():  # no host synchronisation
+                    sums[name] = sums.get(name, 0) + value
+                since_log += 1
+                if self._due(every.debug_every) and self.dist.is_main:
+                    self._debug_panel(source, target, out)
+                # the schedule: log (the losses checked before any save), save, evaluate, stop
+                at_end = counters.iteration == total
+                stopping = self._should_stop(stop) or counters.iteration == until
+                eval_due = (self._due(every.eval_every) or at_end) and not stopping  # resumed runs evaluate
+                save_due = self._due(every.checkpoint_every) or at_end or stopping or eval_due
+                if self._due(every.log_every) or eval_due or save_due:
+                    seconds = (time.perf_counter() - tick) / since_log
+                    self._log(sums, since_log, lr=lr, seconds=seconds, bar=bar)
+                    sums, tick, since_log = {}, time.perf_counter(), 0
                 if save_due:  # before evaluating: a failing or killed evaluation loses nothing
-                    self.save(snapshot=self._due(cfg.train.checkpoint_every) or at_end or stopping)
-                if eval_due and self._evaluate_and_log(bar, stop) is None:
-                    stopping = True
+                    self.save(snapshot=self._due(every.checkpoint_every) or at_end or stopping)
+                if eval_due:
+                    scores = self._evaluate_and_log(bar, stop)
+                    stopping = stopping or scores is None
                 if stopping:
                     bar.close()
                     return self._interrupted(stop.signal_name or f"until={until}")
         bar.close()
-        return self._summary()
+        return self._summary(scores)
 
     def _eval_due_at(self, iteration: int) -> bool:
         every = self.cfg.train.eval_every
@@ -339,58 +340,6 @@ class Trainer:
     def _io_errors(self) -> Any:
         return io_errors_of(self.run)
 
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """One iteration; returns the detached named losses (still on the device)."""
-        cfg = self.cfg
-        optim = cfg.optim
-        lr = poly_lr_(
-            self.optimizer,
-            optim.lr,
-            optim.power,
-            self.iteration,
-            cfg.train.iterations,
-            optim.warmup_iterations,
-            optim.warmup_ratio,
-        )
-        source = self._to_device(next(self.source_iter))
-        target = self._to_device(next(self.target_iter)) if self.target_iter is not None else None
-        self.context.iteration = self.iteration
-        out, total = optimisation_step(
-            self.context,
-            method_of(cfg.method).step,
-            source,
-            target,
-            self.optimizer,
-            self.scaler,
-            teacher=self.teacher,
-            model=self.model,
-            ema_alpha_max=cfg.method.ema_alpha,
-        )
-        if cfg.train.debug_every and self.dist.is_main and (self.iteration + 1) % cfg.train.debug_every == 0:
-            panel = self.run_dir / "debug" / f"iter_{self.iteration + 1:07d}.png"
-            save_debug_panel(panel, source, target, out.extras)
-            self.board.image("debug/panel", panel, self.iteration + 1)
-        losses = {name: value.detach().float() for name, value in out.losses.items()}
-        losses["total"] = total.detach().float()
-        for key, name in (
-            ("mask", "stat/target_area"),
-            ("significance", "stat/significant"),
-            ("weight", "stat/weight"),
-        ):
-            if key in out.extras:  # what the masks did: share of target pixels, of pixels kept by U_M, mean weight
-                losses[name] = out.extras[key].detach().float().mean()
-        self._lr = lr
-        return losses
-
-    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        moved = {
-            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) and k != "box" else v
-            for k, v in batch.items()
-        }
-        if self.cfg.train.channels_last:
-            moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
-        return moved
-
     def _due(self, every: int) -> bool:
         return every > 0 and self.iteration % every == 0
 
@@ -400,7 +349,13 @@ class Trainer:
             flag = all_reduce_(flag.to(self.device), self.dist, op="max").cpu()
         return bool(flag.item())
 
-    def _log_losses(self, sums: dict[str, torch.Tensor], count: int, seconds: float, bar: tqdm) -> None:
+    def _debug_panel(self, source: Batch, target: Batch | None, out: StepOutput) -> None:
+        panel = self.run_dir / "debug" / f"iter_{self.iteration:07d}.png"
+        save_debug_panel(panel, source, target, out.mixed)
+        self.board.image("debug/panel", panel, self.iteration)
+
+    def _log(self, sums: dict[str, torch.Tensor], count: int, *, lr: float, seconds: float, bar: tqdm) -> None:
+        """Bring the mean of the logged values to the host (once), check the losses are finite, write the record."""
         names = list(sums)
         means = torch.stack([sums[n] for n in names]) / count
         means = all_reduce_(means, self.dist) / self.dist.world_size
@@ -411,14 +366,15 @@ class Trainer:
                 f"loss '{bad[0]}' became {values[bad[0]]} by iteration {self.iteration}; the run stopped and kept its "
                 f"last good checkpoint in {self.run_dir / 'checkpoints'} (try a lower optim.lr or train.amp=none)"
             )
-        record = {"iteration": self.iteration, "lr": self._lr, "sec_per_iter": seconds}
+        record = {"iteration": self.iteration, "lr": lr, "sec_per_iter": seconds}
         record.update({(name if "/" in name else f"loss/{name}"): value for name, value in values.items()})
         self.log.write(record)
         self.board.scalars(record)
         bar.set_postfix(loss=f"{values['total']:.3f}", s_it=f"{seconds:.2f}")
 
-    def _evaluate_and_log(self, bar: tqdm, stop: StopSignal) -> EvalResult | None:
-        """Evaluate at this iteration (its checkpoint already saved); None when a stop signal ended it early."""
+    def _evaluate_and_log(self, bar: tqdm, stop: StopSignal) -> dict[str, Any] | None:
+        """Evaluate at this iteration (its checkpoint already saved): the scores, or None when a stop signal ended
+        it early. Writes ``best.pt`` (and ``best_<metric>.pt``) before the record."""
         try:
             result = evaluate_distributed(self.model, self.cfg, self.device, self.dist, stop=lambda: stop.requested)
         except (DataError, OSError, RuntimeError) as exc:
@@ -428,44 +384,38 @@ class Trainer:
         if result is None:
             return None
         scores = result.as_dict()
-        self.last_scores = scores
-        for metric in dict.fromkeys(("miou19", *self.cfg.train.best_metrics)):  # best.pt, then best_<metric>.pt
-            best = self.best if metric == "miou19" else self.best_by.get(metric, {metric: -1.0, "iteration": -1})
-            if scores[metric] <= best[metric]:
-                continue
-            best = {metric: scores[metric], "iteration": self.iteration}
-            if metric == "miou19":
-                self.best = best
-            else:
-                self.best_by[metric] = best
+        for name in self.counters.improved(scores, self.cfg.train.best_metrics):
             if self.dist.is_main:  # best.pt before the record: a logged evaluation always has its best.pt
                 state = {"iteration": self.iteration, "config": to_dict(self.cfg), "model": self.model.state_dict()}
                 state.update({"teacher": None, "metrics": scores, "kind": "best"})
-                save_best(state, self.run_dir, name="best.pt" if metric == "miou19" else f"best_{metric}.pt")
+                save_best(state, self.run_dir, name=name)
         record = {"iteration": self.iteration, "eval/model": "student", **{f"eval/{k}": v for k, v in scores.items()}}
         self.log.write(record)
         self.board.scalars(record)
         if self.dist.is_main:
-            bar.write(f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.best['miou19']:.2f})")
-        return result
+            bar.write(
+                f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.counters.best['miou19']:.2f})"
+            )
+        return scores
 
-    def _summary(self) -> dict[str, Any]:
-        """The summary of a finished run (written once; a finished run resumed again returns it unchanged)."""
-        existing = self.run.summary() if self.dist.is_main and self.last_scores is None else None
+    def _summary(self, scores: dict[str, Any] | None) -> dict[str, Any]:
+        """The summary of a finished run, with the last evaluation's ``scores`` when this leg evaluated (written
+        once; a finished run resumed again returns it unchanged)."""
+        existing = self.run.summary() if self.dist.is_main and scores is None else None
         if existing is not None and existing["iteration"] == self.iteration:
             LOG.info("%s: the run had already finished at iteration %d", self.run_dir, self.iteration)
             return existing
-        scores = self.last_scores
         if scores is None and self.dist.is_main:  # resumed after the final evaluation: take it from the log
             records = [r for r in self.run.evals() if r["iteration"] == self.iteration]
             scores = scores_of(records[-1]) if records else None
+        started = dt.datetime.fromtimestamp(self.counters.started, dt.timezone.utc)
         summary = {
             "run_dir": str(self.run_dir),
             "iteration": self.iteration,
             "final": scores,
-            "best": self.best,
+            "best": self.counters.best,
             "checkpoint": str(self.run.checkpoints / "last.pt"),
-            "started": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": started.isoformat(timespec="seconds"),
             "seconds": round(self._seconds(), 3),
         }
         if scores is not None:

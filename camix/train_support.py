@@ -20,8 +20,9 @@ import torch.distributed as dist
 from torch import nn
 
 from camix.config import Config, DatasetConfig, dump_config, to_dict
+from camix.data.batch import Batch
 from camix.errors import CamixError, ConfigError, DataError
-from camix.methods import method_of
+from camix.methods import MixedBatch, method_of
 from camix.models.mit import DropPath
 from camix.rundir import RunDir, RunDirError, RunLock, claim
 from camix.runtime import Dist, all_gather_objects
@@ -204,8 +205,16 @@ def load_or_build_prior(cfg: Config, size: tuple[int, int], run_dir: Path, info:
     return prior.float()
 
 
-def save_debug_panel(path: Path, source: dict[str, Any], target: dict[str, Any] | None, extras: dict[str, Any]) -> None:
+def save_debug_panel(path: Path, source: Batch, target: Batch | None, mixed: MixedBatch | None) -> None:
     """The picture of the paper's Figure 2 for the first image of the batch."""
     from camix.visualize import debug_panel
 
-    debug_panel(path, source, target, extras)
+    tiles = {"source": source["image"][0], "source label": source["label"][0]}
+    if target is not None:
+        tiles["target"] = target["image"][0]
+    if mixed is not None:
+        tiles.update(
+            {"mixed image": mixed.image[0], "contextual mask M": mixed.mask[0], "mixed label Y_M": mixed.label[0]}
+        )
+        tiles.update({"significance U_M": mixed.significance[0], "teacher pseudo-label": mixed.pseudo_label[0]})
+    debug_panel(path, tiles)

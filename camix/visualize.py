@@ -4,7 +4,7 @@ report figures (adaptation curves, qualitative grids with a palette legend)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,34 +62,19 @@ def save_png(image: Image.Image, path: str | Path) -> None:
         image.save(handle, format="PNG")
 
 
-def debug_panel(
-    path: str | Path, source: dict[str, Any], target: dict[str, Any] | None, extras: dict[str, Any]
-) -> None:
-    """Figure 2 of the paper for the first image of a batch: inputs, mixed image, masks and labels."""
-    tiles = [to_rgb_uint8(source["image"][0]), label_to_rgb(source["label"][0])]
-    captions = ["source", "source label"]
-    if target is not None:
-        tiles.append(to_rgb_uint8(target["image"][0]))
-        captions.append("target")
-    named = [
-        ("mixed_image", "mixed image"),
-        ("mask", "contextual mask M"),
-        ("mixed_label", "mixed label Y_M"),
-        ("significance", "significance U_M"),
-        ("pseudo_label", "teacher pseudo-label"),
-    ]
-    for key, caption in named:
-        if key not in extras:
-            continue
-        value = extras[key][0]
-        if key == "mixed_image":
-            tiles.append(to_rgb_uint8(value))
-        elif key in ("mask", "significance"):
-            tiles.append(mask_to_rgb(value))
-        else:
-            tiles.append(label_to_rgb(value))
-        captions.append(caption)
-    save_png(grid(tiles, captions, columns=4), path)
+def tile_rgb(tensor: torch.Tensor) -> np.ndarray:
+    """One panel tile: an image ``[3,H,W]`` as RGB, an integer map ``[H,W]`` as labels, a bool/float one as a mask."""
+    if tensor.dim() == 3:
+        return to_rgb_uint8(tensor)
+    if not tensor.dtype.is_floating_point and tensor.dtype != torch.bool:
+        return label_to_rgb(tensor)
+    return mask_to_rgb(tensor)
+
+
+def debug_panel(path: str | Path, tiles: Mapping[str, torch.Tensor]) -> None:
+    """Figure 2 of the paper for one image of a batch: ``tiles`` maps each caption to its tensor (:func:`tile_rgb`),
+    four tiles per row."""
+    save_png(grid([tile_rgb(t) for t in tiles.values()], list(tiles), columns=4), path)
 
 
 # ----- report figures ------------------------------------------------------------------------------------------

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import StepContext, active_mix, build_context, mean_teacher, source_only, teacher_view
+from camix.methods import (
+    StepContext,
+    active_mix,
+    build_context,
+    contextual,
+    crop_prior,
+    mean_teacher,
+    source_only,
+    teacher_view,
+)
 from camix.models import build_model
 
 B, H, W = 2, 32, 48
@@ -58,13 +67,13 @@ def test_mixing_levels_take_target_inside_the_mask_and_source_outside(mix: str) 
     ctx = context(mix=mix, consistency="src", noise_passes=2)
     source, target = batch(0)
     out = mean_teacher(ctx, source, target)
-    m = out.extras["mask"]
+    m = out.mixed.mask
     assert m.dtype == torch.bool and m.shape == (B, H, W)
-    image, label, sig = out.extras["mixed_image"], out.extras["mixed_label"], out.extras["significance"]
+    image, label, sig = out.mixed.image, out.mixed.label, out.mixed.significance
     inside = m.unsqueeze(1).expand_as(image)
     assert torch.equal(image[inside], target["image"][inside])  # Eq. 2 (no photometric augmentation here)
     assert torch.equal(image[~inside], source["image"][~inside])
-    assert torch.equal(label[m], out.extras["pseudo_label"][m])  # Eq. 4
+    assert torch.equal(label[m], out.mixed.pseudo_label[m])  # Eq. 4
     assert torch.equal(label[~m], source["label"][~m])
     assert torch.all(sig[~m] == 1)  # Eq. 8: U_S = 1
     if mix == "none":
@@ -78,7 +87,7 @@ def test_camix_mask_is_made_of_whole_pseudo_label_classes_and_keeps_poles_with_s
     source, target = batch(1)
     for _ in range(5):
         out = mean_teacher(ctx, source, target)
-        pseudo, m = out.extras["pseudo_label"], out.extras["mask"]
+        pseudo, m = out.mixed.pseudo_label, out.mixed.mask
         for b in range(B):
             chosen = set(pseudo[b][m[b]].tolist())
             assert not chosen & set(pseudo[b][~m[b]].tolist())  # a class is taken entirely or not at all
@@ -92,18 +101,18 @@ def test_official_consistency_is_mean_of_ce_times_weight() -> None:
     source, target = batch(2)
     torch.manual_seed(5)
     out = mean_teacher(ctx, source, target)
-    logits = F.interpolate(ctx.student(out.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True)
-    ce = F.cross_entropy(logits, out.extras["mixed_label"], ignore_index=255, reduction="none")
-    assert out.losses["con"].item() == pytest.approx((ce * out.extras["weight"]).mean().item(), rel=1e-5)
+    logits = F.interpolate(ctx.student(out.mixed.image), size=(H, W), mode="bilinear", align_corners=True)
+    ce = F.cross_entropy(logits, out.mixed.label, ignore_index=255, reduction="none")
+    assert out.losses["con"].item() == pytest.approx((ce * out.mixed.weight).mean().item(), rel=1e-5)
 
 
 def test_src_reweights_by_the_significance_mask() -> None:
     ctx = context(mix="camix", consistency="src", noise_passes=2)
     source, target = batch(3)
     out = mean_teacher(ctx, source, target)
-    logits = F.interpolate(ctx.student(out.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True)
-    ce = F.cross_entropy(logits, out.extras["mixed_label"], reduction="none")
-    u, w = out.extras["significance"], out.extras["weight"]
+    logits = F.interpolate(ctx.student(out.mixed.image), size=(H, W), mode="bilinear", align_corners=True)
+    ce = F.cross_entropy(logits, out.mixed.label, reduction="none")
+    u, w = out.mixed.significance, out.mixed.weight
     assert out.losses["con"].item() == pytest.approx(((u * w * ce).sum() / u.sum()).item(), rel=1e-5)  # Eq. 9
 
 
@@ -147,10 +156,10 @@ def test_every_mix_mode_warms_up_with_classmix(mix: str) -> None:
 def test_warm_up_loss_is_ce_for_src_and_stays_mse_for_mse() -> None:
     source, target = batch(7)
     src = context(mix="camix", consistency="src", noise_passes=2, warmup_iterations=5)
-    assert "significance" in mean_teacher(src, source, target).extras
     warm = mean_teacher(src, source, target)
-    logits = F.interpolate(src.student(warm.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True)
-    ce = F.cross_entropy(logits, warm.extras["mixed_label"], reduction="none") * warm.extras["weight"]
+    assert warm.mixed is not None and bool((warm.mixed.significance == 1).all())  # no SigMask in the warm-up
+    logits = F.interpolate(src.student(warm.mixed.image), size=(H, W), mode="bilinear", align_corners=True)
+    ce = F.cross_entropy(logits, warm.mixed.label, reduction="none") * warm.mixed.weight
     assert warm.losses["con"].item() == pytest.approx(ce.mean().item(), rel=1e-5)  # weighted CE, no U
     mse = context(mix="camix", consistency="mse", official_mse=True, warmup_iterations=5)
     out = mean_teacher(mse, source, target)
@@ -165,9 +174,7 @@ def test_official_mse_regresses_onto_the_unmixed_soft_teacher() -> None:
     assert ctx.teacher is not None
     with torch.no_grad():
         teacher = F.interpolate(ctx.teacher(target["image"]), size=(H, W), mode="bilinear", align_corners=True)
-        student = F.interpolate(
-            ctx.student(out.extras["mixed_image"]), size=(H, W), mode="bilinear", align_corners=True
-        )
+        student = F.interpolate(ctx.student(out.mixed.image), size=(H, W), mode="bilinear", align_corners=True)
     prob = teacher.softmax(1)
     confident = (prob.max(1).values >= 0.06).float().mean()
     assert 0 < confident < 1
@@ -261,3 +268,31 @@ def test_the_registry_decides_teacher_target_and_prior() -> None:
 
 def build_context_prior(mix: str) -> torch.Tensor | None:
     return context(mix=mix).prior
+
+
+def test_crop_prior_gathers_each_box_like_slicing_and_ignores_the_box_size() -> None:
+    prior = torch.arange(3 * 10 * 12, dtype=torch.float32).view(3, 10, 12)
+    boxes = torch.tensor([[0, 0, 4, 5], [6, 7, 4, 5], [3, 2, 99, 99]])  # the last box's size is not read
+    crops = crop_prior(prior, boxes, (4, 5))
+    assert crops.shape == (3, 3, 4, 5)
+    for crop, (top, left) in zip(crops, [(0, 0), (6, 7), (3, 2)], strict=True):
+        assert torch.equal(crop, prior[:, top : top + 4, left : left + 5])
+    assert crops[1, 2, 0, 0].item() == 2 * 120 + 6 * 12 + 7  # class 2, row 6, column 7
+
+
+def test_camix_mask_reads_the_prior_where_each_target_crop_lies() -> None:
+    source, target = batch(3)
+    ctx = context(mix="camix", noise_passes=2)
+    g = torch.Generator().manual_seed(4)
+    ctx.prior = torch.rand(19, H, 3 * W, generator=g) ** 4  # a prior that differs from place to place
+    view = teacher_view(ctx, target["image"], False)
+    masks = {}
+    for left in (0, 2 * W):
+        boxes = torch.tensor([[0, left, H, W], [0, left // 2, H, W]])  # per image: its own crop position
+        ctx.generator.manual_seed(5)
+        masks[left] = contextual(ctx, view, source, dict(target, box=boxes))
+        expected = torch.stack([ctx.prior[:, :, left : left + W], ctx.prior[:, :, left // 2 : left // 2 + W]])
+        ctx.generator.manual_seed(5)
+        reference = Fn.contextual_mask(view.prob, expected, ctx.relations, ctx.generator)
+        assert torch.equal(masks[left], reference)
+    assert not torch.equal(masks[0], masks[2 * W])

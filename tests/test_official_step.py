@@ -131,16 +131,16 @@ def test_official_camix_step_matches_the_released_arithmetic() -> None:
         iteration=ITERATION,
     )
     out = mean_teacher(ctx, source, target)
-    ref = released_step(student, teacher, source, target, prior, out.extras["mask"])
+    ref = released_step(student, teacher, source, target, prior, out.mixed.mask)
     assert 0.05 < ref["confident"].item() < 0.95  # the confidence weight is on and not trivial
-    assert 0 < out.extras["mask"].float().mean() < 1
-    torch.testing.assert_close(out.extras["mixed_image"], ref["image"], rtol=0, atol=1e-4)
-    assert torch.equal(out.extras["mixed_label"], ref["label"])
-    torch.testing.assert_close(out.extras["significance"], ref["significance"], rtol=0, atol=1e-5)
+    assert 0 < out.mixed.mask.float().mean() < 1
+    torch.testing.assert_close(out.mixed.image, ref["image"], rtol=0, atol=1e-4)
+    assert torch.equal(out.mixed.label, ref["label"])
+    torch.testing.assert_close(out.mixed.significance, ref["significance"], rtol=0, atol=1e-5)
     assert abs(out.losses["seg"].item() - ref["seg"].item()) < 1e-5
     assert abs(out.losses["con"].item() - ref["con"].item()) < 1e-5
     # the batch fraction, not one per image: the two images' fractions differ
-    assert torch.allclose(out.extras["weight"][out.extras["mask"]], ref["confident"].float())
+    assert torch.allclose(out.mixed.weight[out.mixed.mask], ref["confident"].float())
 
 
 def test_every_official_config_selects_the_released_behaviour() -> None:

@@ -20,9 +20,9 @@ import torch
 from camix import methods
 from camix.checkpoint import find_resume, load_checkpoint
 from camix.cli import main
-from camix.errors import DataError
+from camix.errors import DataError, NonFiniteLoss
 from camix.rundir import RunDir, RunLock, read_jsonl
-from camix.train import NonFiniteLoss, Trainer
+from camix.train import Trainer
 from tests.conftest import tiny_overrides
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from camix import methods
-from camix.train import NonFiniteLoss, Trainer
+from camix.errors import NonFiniteLoss
+from camix.train import Trainer
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -103,3 +103,35 @@ def test_official_camix_trains_across_the_warm_up(tiny_config) -> None:  # type:
     losses = [r for r in records if "loss/con" in r]
     assert [r["iteration"] for r in losses] == [1, 2, 3] and all(math.isfinite(r["loss/con"]) for r in losses)
     assert cfg.optim.duplicate_backbone_params and cfg.method.significance_resolution == "logits"
+
+
+def test_to_device_moves_the_step_fields_and_leaves_the_rest() -> None:
+    from camix.data.batch import to_device
+
+    item = {
+        "image": torch.rand(2, 3, 4, 6),
+        "label": torch.zeros(2, 4, 6, dtype=torch.int64),
+        "box": torch.tensor([[0, 1, 4, 6], [2, 0, 4, 6]]),
+        "name": ["a.png", "b.png"],
+        "size": torch.tensor([[8, 6], [8, 6]]),
+    }
+    moved = to_device(item, torch.device("meta"), channels_last=True)
+    assert set(moved) == {"image", "label", "box"}
+    assert all(t.device.type == "meta" for t in moved.values())
+    assert moved["image"].is_contiguous(memory_format=torch.channels_last)
+    assert moved["box"].dtype == torch.int64 and moved["box"].shape == (2, 4)
+
+
+def test_debug_panel_tiles_render_images_labels_and_masks() -> None:
+    from camix.labels import CAFFE_MEAN_BGR, PALETTE
+    from camix.visualize import tile_rgb
+
+    bgr = torch.tensor([10.0, 20.0, 30.0]) - torch.tensor(CAFFE_MEAN_BGR)
+    image = tile_rgb(bgr.view(3, 1, 1).expand(3, 2, 2))
+    assert image.shape == (2, 2, 3) and image[0, 0].tolist() == [30, 20, 10]  # BGR + mean -> RGB
+    label = tile_rgb(torch.tensor([[0, 13]]))
+    assert label[0, 0].tolist() == list(PALETTE[0]) and label[0, 1].tolist() == list(PALETTE[13])
+    mask = tile_rgb(torch.tensor([[True, False]]))
+    assert mask[0, 0].tolist() == [255, 255, 255] and mask[0, 1].tolist() == [0, 0, 0]
+    soft = tile_rgb(torch.tensor([[0.5]]))
+    assert soft[0, 0].tolist() == [128, 128, 128]
