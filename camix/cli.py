@@ -13,20 +13,29 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from camix.commands import data, demo, evaluate, export, predict, report, study, train
+from camix.commands import (
+    data_cmd,
+    demo_cmd,
+    evaluate_cmd,
+    export_cmd,
+    predict_cmd,
+    report_cmd,
+    study_cmd,
+    train_cmd,
+)
 from camix.errors import CamixError
 from camix.io import tolerant_console
 
 # command name -> module; the command modules import the library inside run(), so `camix --help` stays fast
 COMMANDS: dict[str, ModuleType] = {
-    "demo": demo,
-    "train": train,
-    "evaluate": evaluate,
-    "data": data,
-    "predict": predict,
-    "report": report,
-    "export": export,
-    "study": study,
+    "demo": demo_cmd,
+    "train": train_cmd,
+    "evaluate": evaluate_cmd,
+    "data": data_cmd,
+    "predict": predict_cmd,
+    "report": report_cmd,
+    "export": export_cmd,
+    "study": study_cmd,
 }
 
 

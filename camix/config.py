@@ -38,22 +38,28 @@ from camix.validation import (
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 
 Size = tuple[int, int]
-SIZE_WH = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
+# "1280x720", "0x0", "-1x5": a size written WIDTHxHEIGHT (YAML reads it as text, not as a hex number); the one
+# pattern of the command line (parse_size) and of config files (_convert_tuple), whose ranges are checked later
+SIZE_TEXT = re.compile(r"^\s*(-?\d+)\s*[xX×]\s*(-?\d+)\s*$")
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def split_size(text: str) -> Size | None:
+    """``"1024x512"`` -> (1024, 512), any whole numbers; None when ``text`` is not of that form."""
+    match = SIZE_TEXT.fullmatch(text)
+    return (int(match[1]), int(match[2])) if match is not None else None
+
+
+def parse_size(text: str, minimum: Size = (1, 1)) -> Size:
     """``"1024x512"`` -> (1024, 512): every size on the command line is WIDTHxHEIGHT.
 
     Raises:
-        ValueError: not two positive integers joined by ``x``.
+        ValueError: not two whole numbers joined by ``x``, or smaller than ``minimum`` = (width, height).
     """
-    match = SIZE_WH.fullmatch(text)
-    if match is None or min(int(match[1]), int(match[2])) < 1:
-        raise ValueError(f"expected WIDTHxHEIGHT like 1024x512, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
-SIZE_TEXT = re.compile(r"^\s*-?\d+\s*[xX]\s*-?\d+\s*$")  # "0x0", "1280x720": a size, not a YAML hex number
+    size = split_size(text)
+    if size is None or size[0] < minimum[0] or size[1] < minimum[1]:
+        least = "" if minimum == (1, 1) else f" of at least {minimum[0]}x{minimum[1]}"
+        raise ValueError(f"expected WIDTHxHEIGHT like 1024x512{least}, got {text!r}")
+    return size
 
 
 class _Loader(yaml.SafeLoader):
@@ -394,8 +400,8 @@ def _first_that_fits(options: list[Any], value: Any, key: str) -> Any:
 
 
 def _convert_tuple(args: tuple[Any, ...], value: Any, key: str) -> tuple[Any, ...]:
-    if isinstance(value, str) and SIZE_TEXT.fullmatch(value):  # "1280x720"
-        value = re.split("[xX]", value.strip())
+    if isinstance(value, str) and (size := split_size(value)) is not None:  # "1280x720"
+        value = list(size)
     if not isinstance(value, (list, tuple)):
         raise ConfigKeyError(f"config key '{key}': expected a list, got {value!r}", key)
     if len(args) == 2 and args[1] is Ellipsis:

@@ -4,7 +4,7 @@ Two runs, as on the real benchmarks where DeepLab-v2 starts from pretrained weig
 the small model on the labelled source only (the SynthCity stand-in for ImageNet/COCO weights), then
 ``<out>/camix`` adapts it to the target with CAMix. The report compares the two on the target val split.
 Finished stages are reused when the demo runs again with the same settings. ``camix demo``
-(:mod:`camix.commands.demo`) is the command line of :func:`run_demo`.
+(:mod:`camix.commands.demo_cmd`) is the command line of :func:`run_demo`.
 """
 
 from __future__ import annotations

@@ -333,12 +333,12 @@ CASES: list[tuple[str, Case, str]] = [
     (
         "synthcity size 0x0",
         lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "0x0"],
-        "--size must be at least 32x16",
+        "argument --size: expected WIDTHxHEIGHT like 1024x512 of at least 32x16, got '0x0'",
     ),
     (
         "synthcity size abc",
         lambda p: ["data", "synthcity", "--out", str(p.tmp / "syn"), "--size", "abc"],
-        "--size must be WIDTHxHEIGHT",
+        "argument --size: expected WIDTHxHEIGHT like 1024x512 of at least 32x16, got 'abc'",
     ),
     (
         "synthcity negative image count",

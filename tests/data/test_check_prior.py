@@ -200,15 +200,15 @@ def test_cli_prior(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_commands_directly(tmp_path: Path) -> None:
     """The command modules without the dispatcher (always runnable)."""
-    from camix.commands import data_check, data_prior
+    from camix.commands import data_check_cmd, data_prior_cmd
 
     root = two_label_gta(tmp_path / "gta")
     parser = argparse.ArgumentParser()
-    data_check.add_arguments(parser)
-    assert data_check.run(parser.parse_args(["--dataset", "gta5", "--root", str(root), "--no-progress"])) == 0
+    data_check_cmd.add_arguments(parser)
+    assert data_check_cmd.run(parser.parse_args(["--dataset", "gta5", "--root", str(root), "--no-progress"])) == 0
     parser = argparse.ArgumentParser()
-    data_prior.add_arguments(parser)
+    data_prior_cmd.add_arguments(parser)
     args = ["--dataset", "gta5", "--root", str(root), "--size", "4x2", "--out", str(tmp_path / "q.pt")]
-    assert data_prior.run(parser.parse_args([*args, "--no-progress", "--limit", "1"])) == 0
+    assert data_prior_cmd.run(parser.parse_args([*args, "--no-progress", "--limit", "1"])) == 0
     assert load_prior_record(tmp_path / "q.pt")["num_images"] == 1
     assert parser.parse_args([*args, "--size", "1280x720"]).size == (1280, 720)  # WxH like every size

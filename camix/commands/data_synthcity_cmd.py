@@ -5,27 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from camix.commands.checks import non_negative_int
-from camix.errors import ConfigError
+from camix.commands.common import non_negative_int, size_at_least
 
 HELP = "generate SynthCity: a rendered source (GTA5 layout) and a photographed target (Cityscapes layout)"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``WIDTHxHEIGHT`` (e.g. ``256x128``) into ``(width, height)``.
-
-    Raises:
-        ConfigError: not of that form, or not at least 32x16.
-    """
-    from camix.config import SIZE_WH
-
-    match = SIZE_WH.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"--size must be WIDTHxHEIGHT like 256x128, got {text!r}")
-    width, height = int(match[1]), int(match[2])
-    if width < 32 or height < 16:
-        raise ConfigError(f"--size must be at least 32x16 (width x height), got {text!r}")
-    return width, height
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, type=Path, metavar="DIR", help="output folder (gets gta/ and cityscapes/)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default 0)")
-    parser.add_argument("--size", default="256x128", metavar="WxH", help="image size, width x height (default 256x128)")
+    parser.add_argument(
+        "--size",
+        type=size_at_least((32, 16)),
+        default=(256, 128),
+        metavar="WxH",
+        help="image size, width x height, at least 32x16 (default 256x128)",
+    )
     parser.add_argument(
         "--num-source", type=non_negative_int, default=500, metavar="N", help="source images (default 500)"
     )
@@ -65,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate the datasets and print where they are and how to use them in a config."""
     from camix.data.synthcity import GENERATOR_VERSION, generate
 
-    size = parse_size(args.size)
+    size = args.size
     out = Path(args.out)
     meta = generate(
         out,

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate, pretrain, adapt, report; 130 when interrupted."""
-    from camix.commands.checks import output_dir
+    from camix.commands.common import output_dir
     from camix.demo import run_demo
 
     output_dir(args.data, "--data")

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table in the layout of the paper's Table 1 (Table 3 for SYNTHIA), save it."""
     from camix.checkpoint import load_for_inference
-    from camix.commands.checks import output_dir
+    from camix.commands.common import output_dir
     from camix.errors import ConfigError
     from camix.evaluate import default_eval_dir, evaluate_model, with_protocol
     from camix.tables import layout_for, save_evaluation

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from camix.commands.checks import non_negative_float, non_negative_int, output_file
-from camix.commands.common import size_argument
-from camix.commands.data_check import add_dataset_arguments, dataset_config
+from camix.commands.common import non_negative_float, non_negative_int, output_file, size_argument
+from camix.commands.data_check_cmd import add_dataset_arguments, dataset_config
 from camix.errors import ConfigError
 
 HELP = "compute the spatial prior Q of a dataset's labels (or import the authors' .mat prior) and save it"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from camix.commands.checks import int_at_least, non_negative_float, output_file
-from camix.commands.common import size_argument
+from camix.commands.common import int_at_least, non_negative_float, output_file, size_argument
 
 HELP = "export a checkpoint's network to ONNX (dynamic image size) and check it against PyTorch in onnxruntime"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from camix.commands.checks import positive_int
+from camix.commands.common import positive_int
 from camix.config import DatasetConfig
 
 HELP = "check a GTA5/SYNTHIA/Cityscapes folder: labels present, files decode, sizes match, label ids known"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from camix.commands.checks import output_dir, positive_int
+from camix.commands.common import output_dir, positive_int
 
 HELP = "compare training runs: tables (mean ± std over seeds), adaptation curves and a qualitative grid"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
-from camix.commands import data_check, data_prior, data_synthcity
+from camix.commands import data_check_cmd, data_prior_cmd, data_synthcity_cmd
 
 HELP = "dataset tools: generate SynthCity, check a dataset, compute the spatial prior"
 
 # subcommand -> module with HELP, add_arguments(parser), run(args)
-SUBCOMMANDS: dict[str, ModuleType] = {"synthcity": data_synthcity, "check": data_check, "prior": data_prior}
+SUBCOMMANDS: dict[str, ModuleType] = {"synthcity": data_synthcity_cmd, "check": data_check_cmd, "prior": data_prior_cmd}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Find the inputs, load the network, write three PNGs per image."""
     from camix.checkpoint import load_for_inference
-    from camix.commands.checks import output_dir
+    from camix.commands.common import output_dir
     from camix.predict import find_inputs, predict_files
 
     output_dir(args.out, "--out")
