@@ -36,7 +36,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,10 @@ from camix.commands.common import size_argument
 from camix.config import Config, load_config
 from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
 from camix.methods import StepContext, build_context, method_of, relations_for, upsampled_logits
-from camix.models import build_model, param_groups
+from camix.optim import build_optimizer
+from camix.runtime import Dist
 from camix.train import StepFn, optimisation_step, poly_lr_
-from camix.train_setup import autocast_factory
+from camix.train_setup import Networks, autocast_factory, build_networks
 
 try:
     from benchmarks import baseline_step
@@ -171,11 +172,16 @@ def make_pool(
 # --------------------------------------------------------------------------------------------- fast path
 @dataclass(frozen=True)
 class PathOptions:
-    """How the library's iteration runs."""
+    """How the library's iteration runs: the config's ``train.amp``, ``train.channels_last``, ``train.compile``."""
 
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
+
+    def overrides(self) -> list[str]:
+        """The ``--set`` overrides that select this path."""
+        flags = {"channels_last": self.channels_last, "compile": self.compile}
+        return [f"train.amp={self.amp}", *(f"train.{k}={str(v).lower()}" for k, v in flags.items())]
 
 
 @dataclass
@@ -185,17 +191,33 @@ class FastSetup:
     cfg: Config
     ctx: StepContext
     step: StepFn
-    model: nn.Module
-    teacher: nn.Module | None
+    nets: Networks
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    channels_last: bool
+
+    @property
+    def model(self) -> nn.Module:
+        return self.nets.model
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self.nets.teacher
 
 
-def method_config(method: str, model_name: str, noise_passes: int) -> Config:
-    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up."""
-    overrides = [f"model.name={model_name}", "method.warmup_iterations=0", f"method.noise_passes={noise_passes}"]
-    return load_config(f"configs/gta2cs/{method}.yaml", overrides)
+def method_config(method: str, model_name: str, noise_passes: int, overrides: Sequence[str] = ()) -> Config:
+    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up.
+
+    No pretrained weights (random initial weights), and camix's deduplicated SGD (the timed fast path; the
+    packaged configs' ``optim.duplicate_backbone_params`` reproduces the released optimiser instead).
+    """
+    fixed = [
+        f"model.name={model_name}",
+        "model.pretrained=null",
+        "optim.duplicate_backbone_params=false",
+        "method.warmup_iterations=0",
+        f"method.noise_passes={noise_passes}",
+    ]
+    return load_config(f"configs/gta2cs/{method}.yaml", [*fixed, *overrides])
 
 
 def generator_device(device: torch.device) -> torch.device:
@@ -206,43 +228,33 @@ def generator_device(device: torch.device) -> torch.device:
 def build_fast(
     method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
 ) -> FastSetup:
-    """Model, SGD over ``param_groups``, EMA teacher and StepContext, as ``Trainer`` builds them."""
-    cfg = method_config(method, model_name, noise_passes)
-    torch.manual_seed(cfg.seed)
-    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-    model = model.to(device, memory_format=fmt).train()  # type: ignore[call-overload]
-    groups = param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    teacher = None
-    if method_of(cfg.method).teacher:
-        teacher = copy.deepcopy(model).requires_grad_(False).train(cfg.method.teacher_train_mode)
-    student_fwd, teacher_fwd = model, teacher
-    if opts.compile:
-        student_fwd = torch.compile(model)
-        teacher_fwd = torch.compile(teacher) if teacher is not None else None
+    """Networks, optimiser and step context from the library's builders, as ``Trainer`` builds them."""
     crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
-    generator = torch.Generator(device=generator_device(device)).manual_seed(cfg.seed)
+    cfg = method_config(method, model_name, noise_passes, [*opts.overrides(), f"data.crop={crop_w}x{crop_h}"])
+    torch.manual_seed(cfg.seed)
+    nets = build_networks(cfg, device, Dist())
+    optimizer = build_optimizer(nets.model, cfg.optim, cfg.train.amp)
     ctx = build_context(
         cfg.method,
-        student=student_fwd,
-        teacher=teacher_fwd,
+        student=nets.student,
+        teacher=nets.teacher_forward,
         num_classes=cfg.model.num_classes,
-        generator=generator,
+        generator=torch.Generator(device=generator_device(device)).manual_seed(cfg.seed),
         total_iterations=cfg.train.iterations,
-        crop=(crop_w, crop_h),
+        crop=cfg.data.crop,
         prior=pool.prior,
-        autocast=autocast_factory(device, opts.amp),
+        autocast=autocast_factory(device, cfg.train.amp),
+        imagenet=nets.imagenet,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
-    return FastSetup(cfg, ctx, method_of(cfg.method).step, model, teacher, optimizer, scaler, opts.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    return FastSetup(cfg, ctx, method_of(cfg.method).step, nets, optimizer, scaler)
 
 
 def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
     """What ``Trainer.train_step`` does once the batch is on the device; returns the named losses."""
     cfg = setup.cfg
     poly_lr_(setup.optimizer, cfg.optim.lr, cfg.optim.power, i, cfg.train.iterations)
-    source, target = pool.batch(i, setup.channels_last)
+    source, target = pool.batch(i, cfg.train.channels_last)
     setup.ctx.iteration = i
     out, _ = optimisation_step(
         setup.ctx,
@@ -548,6 +560,30 @@ def record(text: str, path: Path) -> None:
         handle.write("\n" + text + "\n")
 
 
+# ------------------------------------------------------------------------------------------ self-check
+def self_check() -> list[str]:
+    """Checks of the baseline's own helpers (``--self-check``); returns the failures, one line each."""
+    failures = []
+    labels = torch.tensor([[[5, 5, 6, 6], [0, 0, 1, 1], [2, 2, 3, 3], [255, 255, 4, 4]]])
+    masks = baseline_step.host_class_masks(labels, {6: (5,), 5: (6,)}, torch.device("cpu"))
+    chosen = set(labels[0][masks[0][0] > 0].tolist())
+    if len(chosen) < 4:  # ceil(8 / 2) of the 8 labels (255 counts, as in the released code), then relations
+        failures.append(f"host_class_masks chose {sorted(chosen)}: fewer than half of the 8 labels")
+    if {5, 6} & chosen and not {5, 6} <= chosen:
+        failures.append(f"host_class_masks chose {sorted(chosen)}: 5 and 6 are related, one came without the other")
+    # The re-creation must be the slow, syncing control flow (boolean indexing, .item(), numpy masks): on the
+    # meta device, whose tensors hold no data, it cannot run.
+    meta = torch.device("meta")
+    pool = make_pool(2, (32, 32), (64, 64), meta, count=1)
+    run = baseline_runner("camix", parse_args(["--device", "cpu", "--noise-passes", "2"]), pool, meta)
+    try:
+        run(0)
+        failures.append("the released code's re-creation ran on the meta device: it no longer reads the device")
+    except (RuntimeError, NotImplementedError, TypeError):
+        pass
+    return failures
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 def size(text: str) -> tuple[int, int]:
     """``WxH`` -> (height, width), read by the CLI's size parser."""
@@ -582,6 +618,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--numerics-iters", type=int, default=10)
     p.add_argument("--numerics-pretrain", type=int, default=300, help="at most this many warm-start iterations")
     p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    p.add_argument("--self-check", action="store_true", help="check the baseline's helpers and exit (1 on failure)")
     p.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
@@ -596,6 +633,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Build the data, time, check numerics, print and record."""
     args = parse_args(argv)
+    if args.self_check:
+        failures = self_check()
+        print("\n".join(failures) or "self-check passed")
+        sys.exit(1 if failures else 0)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
