@@ -6,16 +6,20 @@ batches already on the device: 2 source + 2 target crops of random street-scene-
 sky, a skyline, a road with sidewalks and a handful of objects and poles, so ClassMix and the contextual mask
 see realistic class counts) and a spatial prior ``[19, H, W]`` at the target image size. The settings come
 from the packaged ``configs/gta2cs/{source_only,dacs,camix}.yaml`` (CAMix without its ClassMix warm-up, N = 8
-noisy teacher passes, SRC loss, spatial prior, default relations). The fast path is bf16 autocast +
-channels_last (``--amp none``, ``--no-channels-last`` turn them off), eager unless ``--compile``, with
-cudnn.benchmark. Times are medians over ``--iters`` iterations after ``--warmup``; on CUDA also the peak
-allocated memory over the timed iterations and the host synchronisations of one more iteration
-(``torch.cuda.set_sync_debug_mode``), by call site. On a shared CPU, ``--threads 1`` gives steadier numbers.
+noisy teacher passes, SRC loss, spatial prior, default relations, random initial weights, camix's deduplicated
+SGD), built by the library's builders as ``Trainer`` builds them (``camix.train_setup.build_networks``,
+``camix.optim.build_optimizer``, ``camix.methods.build_context``). The fast path is bf16 autocast + channels_last
+(``--amp none``, ``--no-channels-last`` turn them off), eager unless ``--compile``, with cudnn.benchmark; these
+options reach the builders as the config's ``train.amp``, ``train.channels_last`` and ``train.compile``. Times
+are medians over ``--iters`` iterations after ``--warmup``; on CUDA also the peak allocated memory over the timed
+iterations and the host synchronisations of one more iteration (``torch.cuda.set_sync_debug_mode``), by call
+site. On a shared CPU, ``--threads 1`` gives steadier numbers.
 
 ``--baseline`` also times ``benchmarks/baseline_step.py`` (a re-creation of the released code's iteration) in
 the same process on the same data and prints baseline/fast ratios. ``--check-numerics`` runs 10 iterations
 from the same state in fp32 and in the fast path (bf16 autocast + channels_last) and prints the largest
 relative difference of each loss term. Results are appended to ``benchmarks/RESULTS.md`` unless ``--no-record``.
+``--self-check`` checks the baseline's own helpers and exits (status 1 on a failure; the tests run it).
 
     python benchmarks/train_step.py --device cuda --baseline --check-numerics      # H100: r101, 512x512
     python benchmarks/train_step.py --device cpu --iters 5 --no-record              # tiny model, 128x128
