@@ -1,8 +1,9 @@
 """A re-creation of the released CAMix code's training iteration (DACS-based), for timing only.
 
-Not used by the library. ``benchmarks/train_step.py --baseline`` runs it next to camix's fast path so that
-the speed-up is the ratio of two medians measured in the same process on the same data. It follows the
-control flow of the authors' released code (which builds on DACS's ``trainUDA.py``), written anew here:
+Not used by the library; ``benchmarks/train_step.py --self-check`` checks its helpers. ``--baseline`` runs it
+next to camix's fast path so that the speed-up is the ratio of two medians measured in the same process on the
+same data. It follows the control flow of the authors' released code (which builds on DACS's ``trainUDA.py``),
+written anew here:
 
 * fp32, eager, contiguous tensors; the network is camix's DeepLab-v2 (the same architecture);
 * source loss with DACS's ``CrossEntropy2d`` (boolean-mask indexing of the valid pixels);

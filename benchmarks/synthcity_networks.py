@@ -2,11 +2,13 @@
 
 Each row builds the ``Trainer`` of a packaged SynthCity config (``dacs``, ``camix``: deeplabv2_tiny with SGD;
 ``daformer``, ``daformer_camix``: the small DAFormer network with DAFormer's recipe, i.e. AdamW, warm-up, Rare
-Class Sampling and the feature distance) on a SynthCity folder and times ``Trainer.train_step`` — loading the
+Class Sampling and the feature distance) on a SynthCity folder and times its training iterations — loading the
 batches (``data.workers`` 0, as the configs), the method's step, backward, optimiser step and EMA update — as
 the median over ``--iters`` iterations after ``--warmup``. The networks start from random weights (the cost does
 not depend on them). The Rare Class Sampling statistics and the spatial prior are cached in the data folder's
-``.camix_cache/`` like in training, so point ``--data`` at a folder you may write into. Results are appended to
+``.camix_cache/`` like in training, so point ``--data`` at a folder you may write into. The times are the
+loop's own ``sec_per_iter`` (logged after every iteration, ``train.log_every=1``) of ``Trainer.fit`` stopped
+after the timed iterations (a checkpoint is saved then, after the last timed one). Results are appended to
 ``benchmarks/RESULTS.md`` unless ``--no-record``.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/synthcity_networks.py --data data/synthcity --iters 40
@@ -21,7 +23,6 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def time_run(name: str, data: Path, out: Path, iters: int, warmup: int, threads: int) -> dict[str, object]:
-    """Median seconds per ``train_step`` of configs/synthcity/<name>.yaml, with its network's size."""
+    """Median seconds per training iteration of configs/synthcity/<name>.yaml, with its network's size."""
     overrides = [
         f"out_dir={out / name}",
         "model.pretrained=null",
@@ -44,22 +45,22 @@ def time_run(name: str, data: Path, out: Path, iters: int, warmup: int, threads:
         f"data.target.root={data / 'cityscapes'}",
         f"data.val.root={data / 'cityscapes'}",
         f"train.threads={threads}",
-        f"train.iterations={iters + warmup}",
+        f"train.iterations={iters + warmup + 1}",  # fit stops one before the end: no final evaluation
+        "train.log_every=1",
+        "train.eval_every=0",
+        "train.checkpoint_every=0",
     ]
     cfg = load_config(f"configs/synthcity/{name}.yaml", overrides)
     trainer = Trainer(cfg, progress=False)
-    seconds = []
-    for step in range(warmup + iters):
-        start = time.perf_counter()
-        trainer.train_step()
-        trainer.iteration += 1
-        if step >= warmup:
-            seconds.append(time.perf_counter() - start)
+    params = count_parameters(trainer.model)
+    trainer.fit(until=iters + warmup)
+    logged = [r for r in trainer.run.metrics() if "sec_per_iter" in r]
+    seconds = [r["sec_per_iter"] for r in logged if r["iteration"] > warmup]
     return {
         "run": name,
         "model": cfg.model.name,
         "optimizer": cfg.optim.optimizer,
-        "params": count_parameters(trainer.model),
+        "params": params,
         "median": statistics.median(seconds),
         "min": min(seconds),
     }

@@ -1,21 +1,25 @@
 """Seconds per training iteration of source-only, DACS and CAMix at the paper's settings.
 
-One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward,
-SGD step and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on
-batches already on the device: 2 source + 2 target crops of random street-scene-like data (labels made of a
-sky, a skyline, a road with sidewalks and a handful of objects and poles, so ClassMix and the contextual mask
-see realistic class counts) and a spatial prior ``[19, H, W]`` at the target image size. The settings come
-from the packaged ``configs/gta2cs/{source_only,dacs,camix}.yaml`` (CAMix without its ClassMix warm-up, N = 8
-noisy teacher passes, SRC loss, spatial prior, default relations). The fast path is bf16 autocast +
-channels_last (``--amp none``, ``--no-channels-last`` turn them off), eager unless ``--compile``, with
-cudnn.benchmark. Times are medians over ``--iters`` iterations after ``--warmup``; on CUDA also the peak
-allocated memory over the timed iterations and the host synchronisations of one more iteration
-(``torch.cuda.set_sync_debug_mode``), by call site. On a shared CPU, ``--threads 1`` gives steadier numbers.
+One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward, SGD step
+and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on batches already on
+the device: 2 source + 2 target crops of random street-scene-like data (labels made of a sky, a skyline, a road with
+sidewalks and a handful of objects and poles, so ClassMix and the contextual mask see realistic class counts;
+``benchmarks/scenes.py``) and a spatial prior ``[19, H, W]`` at the target image size. The settings come from the
+packaged ``configs/gta2cs/{source_only,dacs,camix}.yaml`` (CAMix without its ClassMix warm-up, N = 8 noisy teacher
+passes, SRC loss, spatial prior, default relations, random initial weights, camix's deduplicated SGD), built by the
+library's builders as ``Trainer`` builds them (``camix.train_setup.build_networks``,
+``camix.optim.build_optimizer``, ``camix.methods.build_context``). The fast path is bf16 autocast + channels_last
+(``--amp none``, ``--no-channels-last`` turn them off), eager unless ``--compile``, with cudnn.benchmark; these
+options reach the builders as the config's ``train.amp``, ``train.channels_last`` and ``train.compile``. Times are
+medians over ``--iters`` iterations after ``--warmup``; on CUDA also the peak allocated memory over the timed
+iterations and the host synchronisations of one more iteration (``torch.cuda.set_sync_debug_mode``), by call site.
+On a shared CPU, ``--threads 1`` gives steadier numbers.
 
 ``--baseline`` also times ``benchmarks/baseline_step.py`` (a re-creation of the released code's iteration) in
 the same process on the same data and prints baseline/fast ratios. ``--check-numerics`` runs 10 iterations
 from the same state in fp32 and in the fast path (bf16 autocast + channels_last) and prints the largest
 relative difference of each loss term. Results are appended to ``benchmarks/RESULTS.md`` unless ``--no-record``.
+``--self-check`` checks the baseline's own helpers and exits (status 1 on a failure; the tests run it).
 
     python benchmarks/train_step.py --device cuda --baseline --check-numerics      # H100: r101, 512x512
     python benchmarks/train_step.py --device cpu --iters 5 --no-record              # tiny model, 128x128
@@ -36,28 +40,28 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camix import functional as Fn
 from camix.commands.common import size_argument
 from camix.config import Config, load_config
-from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
-from camix.methods import StepContext, build_context, method_of, relations_for, upsampled_logits
-from camix.models import build_model, param_groups
-from camix.train import StepFn, optimisation_step, poly_lr_
-from camix.train_setup import autocast_factory
+from camix.methods import StepContext, StepFn, build_context, method_of, relations_for, upsampled_logits
+from camix.optim import build_optimizer, poly_lr_
+from camix.runtime import Dist
+from camix.train import optimisation_step
+from camix.train_setup import Networks, autocast_factory, build_networks
 
 try:
     from benchmarks import baseline_step
+    from benchmarks.scenes import Pool, make_pool
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import baseline_step  # type: ignore[no-redef]
+    from scenes import Pool, make_pool  # type: ignore[no-redef]
 
 METHODS = ("source_only", "dacs", "camix")
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -67,115 +71,19 @@ RESULTS_HEADER = (
 )
 
 
-# ------------------------------------------------------------------------------------------ synthetic data
-def _painter(label: Tensor) -> Callable[[int, float, float, float, float], None]:
-    height, width = label.shape
-
-    def paint(cls: int, top: float, left: float, h: float, w: float) -> None:
-        """Fill a box given in fractions of the image (clamped, at least one pixel)."""
-        t, lf = max(0, int(top * height)), max(0, int(left * width))
-        b, r = min(height, max(t + 1, int((top + h) * height))), min(width, max(lf + 1, int((left + w) * width)))
-        label[t:b, lf:r] = cls
-
-    return paint
-
-
-def scene_label(height: int, width: int, gen: torch.Generator) -> Tensor:
-    """A street-scene-like trainId map: sky, a skyline of buildings/vegetation, road, sidewalks, objects."""
-    r = iter(torch.rand(64, generator=gen).tolist())  # host floats from a CPU generator (setup only)
-    y, x = torch.linspace(0, 1, height).view(-1, 1), torch.linspace(0, 1, width).view(1, -1)
-    horizon, centre, blocks = 0.35 + 0.15 * next(r), 0.4 + 0.2 * next(r), 4 + int(5 * next(r))
-    block = (x * blocks).long().clamp(max=blocks - 1)
-    tops = horizon - 0.05 - 0.3 * torch.rand(blocks, generator=gen)
-    kinds = torch.where(torch.rand(blocks, generator=gen) < 0.3, 8, 2)  # vegetation or building
-    label = torch.where(y >= tops[block], kinds[block], torch.full((height, width), 10))  # 10: sky
-    depth = ((y - horizon) / (1 - horizon)).clamp(min=0)
-    ground = torch.where((x - centre).abs() < 0.08 + 0.5 * depth, 0, 1)  # road, sidewalk
-    ground = torch.where((x - centre).abs() < 0.15 + 0.8 * depth, ground, 9 if next(r) < 0.5 else 8)
-    label = torch.where(y >= horizon, ground, label)
-    paint = _painter(label)
-    if next(r) < 0.6:  # a wall or a fence along one side
-        paint(3 if next(r) < 0.5 else 4, horizon - 0.06, 0.0 if next(r) < 0.5 else 0.6, 0.08, 0.4)
-    for _ in range(1 + int(3 * next(r))):  # cars on the road, sized by depth
-        d = 0.15 + 0.85 * next(r)
-        size = 0.06 + 0.25 * d
-        paint(13, horizon + d * (1 - horizon) - 0.6 * size, centre + (next(r) - 0.5) * d - size / 2, 0.6 * size, size)
-    for _ in range(int(3 * next(r))):  # persons on the sidewalks
-        d, side = 0.2 + 0.8 * next(r), -1 if next(r) < 0.5 else 1
-        h = 0.1 + 0.3 * d
-        paint(11, horizon + d * (1 - horizon) - h, centre + side * (0.12 + 0.6 * d), h, 0.25 * h)
-    for _ in range(1 + int(2 * next(r))):  # poles carrying a sign or a light
-        px, h = next(r), 0.2 + 0.2 * next(r)
-        paint(5, horizon - h, px, h + 0.1, 0.012)
-        paint(7 if next(r) < 0.6 else 6, horizon - h - 0.04, px - 0.02, 0.05, 0.05)
-    if next(r) < 0.5:  # a rider on a bicycle or a motorcycle
-        rx = centre + 0.3 * (next(r) - 0.5)
-        paint(12, horizon + 0.05, rx, 0.12, 0.04)
-        paint(18 if next(r) < 0.5 else 17, horizon + 0.15, rx - 0.02, 0.07, 0.08)
-    if next(r) < 0.4:  # a truck, bus or train
-        paint(14 + int(3 * next(r)), horizon - 0.12, centre - 0.35 * next(r), 0.2, 0.3)
-    if next(r) < 0.5:  # unlabelled ego-vehicle band
-        label = torch.where(y > 0.93, IGNORE_INDEX, label)
-    return label
-
-
-def scene_image(label: Tensor, palette: Tensor, gen: torch.Generator, noise: float) -> Tensor:
-    """Caffe-normalised BGR image whose colours follow the labels (palette row 19 serves the ignore label)."""
-    index = torch.where(label == IGNORE_INDEX, 19, label)
-    image = palette[index].permute(2, 0, 1) * (0.8 + 0.4 * torch.rand(1, generator=gen))
-    image = image + noise * torch.randn(image.shape, generator=gen)
-    return image.clamp(0, 255) - torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
-
-
-@dataclass
-class Pool:
-    """A few ready batches on the device, cycled through, and the spatial prior at the target image size."""
-
-    sources: list[dict[str, Tensor]]
-    targets: list[dict[str, Tensor]]
-    prior: Tensor
-
-    def batch(self, i: int, channels_last: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Batch ``i`` (cycled); images converted to channels_last as ``Trainer._to_device`` does."""
-        source, target = dict(self.sources[i % len(self.sources)]), dict(self.targets[i % len(self.targets)])
-        if channels_last:
-            source["image"] = source["image"].contiguous(memory_format=torch.channels_last)
-            target["image"] = target["image"].contiguous(memory_format=torch.channels_last)
-        return source, target
-
-
-def make_pool(
-    batch: int, crop: tuple[int, int], target_size: tuple[int, int], device: torch.device, count: int = 4
-) -> Pool:
-    """``count`` batches of ``batch`` source (image, label) and target (image, box) crops; ``crop`` is (h, w)."""
-    gen = torch.Generator().manual_seed(0)
-    palette = 255 * torch.rand(20, 3, generator=gen)
-    target_palette = (0.6 * palette + 60 + 30 * torch.rand(20, 3, generator=gen)).clamp(0, 255)
-    (h, w), (th, tw) = crop, target_size
-    sources, targets = [], []
-    for _ in range(count):
-        labels = torch.stack([scene_label(h, w, gen) for _ in range(batch)])
-        images = torch.stack([scene_image(lab, palette, gen, 8.0) for lab in labels])
-        target_images = torch.stack([scene_image(scene_label(h, w, gen), target_palette, gen, 20.0) for _ in labels])
-        tops = torch.randint(0, th - h + 1, (batch,), generator=gen)
-        lefts = torch.randint(0, tw - w + 1, (batch,), generator=gen)
-        boxes = torch.stack([tops, lefts, torch.full_like(tops, h), torch.full_like(tops, w)], dim=1)
-        sources.append({"image": images.to(device), "label": labels.to(device)})
-        targets.append({"image": target_images.to(device), "box": boxes})  # boxes stay on the host
-    maps = [scene_label(max(8, th // 8), max(8, tw // 8), gen) for _ in range(32)]
-    small = Fn.spatial_prior(maps, 19, (max(8, th // 8), max(8, tw // 8)), smoothing=1.0)
-    prior = F.interpolate(small[None], size=(th, tw), mode="bilinear", align_corners=False)[0]
-    return Pool(sources, targets, prior.to(device))
-
-
 # --------------------------------------------------------------------------------------------- fast path
 @dataclass(frozen=True)
 class PathOptions:
-    """How the library's iteration runs."""
+    """How the library's iteration runs: the config's ``train.amp``, ``train.channels_last``, ``train.compile``."""
 
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
+
+    def overrides(self) -> list[str]:
+        """The ``--set`` overrides that select this path."""
+        flags = {"channels_last": self.channels_last, "compile": self.compile}
+        return [f"train.amp={self.amp}", *(f"train.{k}={str(v).lower()}" for k, v in flags.items())]
 
 
 @dataclass
@@ -185,17 +93,25 @@ class FastSetup:
     cfg: Config
     ctx: StepContext
     step: StepFn
-    model: nn.Module
-    teacher: nn.Module | None
+    nets: Networks
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    channels_last: bool
 
 
-def method_config(method: str, model_name: str, noise_passes: int) -> Config:
-    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up."""
-    overrides = [f"model.name={model_name}", "method.warmup_iterations=0", f"method.noise_passes={noise_passes}"]
-    return load_config(f"configs/gta2cs/{method}.yaml", overrides)
+def method_config(method: str, model_name: str, noise_passes: int, overrides: Sequence[str] = ()) -> Config:
+    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up.
+
+    No pretrained weights (random initial weights), and camix's deduplicated SGD (the timed fast path; the
+    packaged configs' ``optim.duplicate_backbone_params`` reproduces the released optimiser instead).
+    """
+    fixed = [
+        f"model.name={model_name}",
+        "model.pretrained=null",
+        "optim.duplicate_backbone_params=false",
+        "method.warmup_iterations=0",
+        f"method.noise_passes={noise_passes}",
+    ]
+    return load_config(f"configs/gta2cs/{method}.yaml", [*fixed, *overrides])
 
 
 def generator_device(device: torch.device) -> torch.device:
@@ -206,43 +122,33 @@ def generator_device(device: torch.device) -> torch.device:
 def build_fast(
     method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
 ) -> FastSetup:
-    """Model, SGD over ``param_groups``, EMA teacher and StepContext, as ``Trainer`` builds them."""
-    cfg = method_config(method, model_name, noise_passes)
-    torch.manual_seed(cfg.seed)
-    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-    model = model.to(device, memory_format=fmt).train()  # type: ignore[call-overload]
-    groups = param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.classifier_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    teacher = None
-    if method_of(cfg.method).teacher:
-        teacher = copy.deepcopy(model).requires_grad_(False).train(cfg.method.teacher_train_mode)
-    student_fwd, teacher_fwd = model, teacher
-    if opts.compile:
-        student_fwd = torch.compile(model)
-        teacher_fwd = torch.compile(teacher) if teacher is not None else None
+    """Networks, optimiser and step context from the library's builders, as ``Trainer`` builds them."""
     crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
-    generator = torch.Generator(device=generator_device(device)).manual_seed(cfg.seed)
+    cfg = method_config(method, model_name, noise_passes, [*opts.overrides(), f"data.crop={crop_w}x{crop_h}"])
+    torch.manual_seed(cfg.seed)
+    nets = build_networks(cfg, device, Dist())
+    optimizer = build_optimizer(nets.model, cfg.optim, cfg.train.amp)
     ctx = build_context(
         cfg.method,
-        student=student_fwd,
-        teacher=teacher_fwd,
+        student=nets.student,
+        teacher=nets.teacher_forward,
         num_classes=cfg.model.num_classes,
-        generator=generator,
+        generator=torch.Generator(device=generator_device(device)).manual_seed(cfg.seed),
         total_iterations=cfg.train.iterations,
-        crop=(crop_w, crop_h),
+        crop=cfg.data.crop,
         prior=pool.prior,
-        autocast=autocast_factory(device, opts.amp),
+        autocast=autocast_factory(device, cfg.train.amp),
+        imagenet=nets.imagenet,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
-    return FastSetup(cfg, ctx, method_of(cfg.method).step, model, teacher, optimizer, scaler, opts.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    return FastSetup(cfg, ctx, method_of(cfg.method).step, nets, optimizer, scaler)
 
 
 def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
     """What ``Trainer.train_step`` does once the batch is on the device; returns the named losses."""
     cfg = setup.cfg
     poly_lr_(setup.optimizer, cfg.optim.lr, cfg.optim.power, i, cfg.train.iterations)
-    source, target = pool.batch(i, setup.channels_last)
+    source, target = pool.batch(i, cfg.train.channels_last)
     setup.ctx.iteration = i
     out, _ = optimisation_step(
         setup.ctx,
@@ -251,8 +157,8 @@ def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
         target if method_of(cfg.method).target else None,
         setup.optimizer,
         setup.scaler,
-        teacher=setup.teacher,
-        model=setup.model,
+        teacher=setup.nets.teacher,
+        model=setup.nets.model,
         ema_alpha_max=cfg.method.ema_alpha,
     )
     return {name: value.detach() for name, value in out.losses.items()}
@@ -389,8 +295,8 @@ def confident_state(args: argparse.Namespace, pool: Pool, device: torch.device) 
         optimisation_step(setup.ctx, setup.step, source, None, setup.optimizer, setup.scaler)
         done += 1
         if done % 10 == 0 or done == args.numerics_pretrain:
-            confident = confident_share(setup.model, pool)
-    return WarmStart(copy.deepcopy(setup.model.state_dict()), done, confident)
+            confident = confident_share(setup.nets.model, pool)
+    return WarmStart(copy.deepcopy(setup.nets.model.state_dict()), done, confident)
 
 
 def losses_from(
@@ -398,9 +304,9 @@ def losses_from(
 ) -> dict[str, list[float]]:
     """Loss terms of ``--numerics-iters`` iterations from ``state`` with fixed seeds."""
     setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes)
-    setup.model.load_state_dict(state)
-    if setup.teacher is not None:
-        setup.teacher.load_state_dict(state)
+    setup.nets.model.load_state_dict(state)
+    if setup.nets.teacher is not None:
+        setup.nets.teacher.load_state_dict(state)
     torch.manual_seed(1234)  # kornia draws its augmentation parameters from the global (host) generator
     setup.ctx.generator.manual_seed(1234)
     rows = [fast_iteration(setup, pool, i) for i in range(args.numerics_iters)]
@@ -548,6 +454,30 @@ def record(text: str, path: Path) -> None:
         handle.write("\n" + text + "\n")
 
 
+# ------------------------------------------------------------------------------------------ self-check
+def self_check() -> list[str]:
+    """Checks of the baseline's own helpers (``--self-check``); returns the failures, one line each."""
+    failures = []
+    labels = torch.tensor([[[5, 5, 6, 6], [0, 0, 1, 1], [2, 2, 3, 3], [255, 255, 4, 4]]])
+    masks = baseline_step.host_class_masks(labels, {6: (5,), 5: (6,)}, torch.device("cpu"))
+    chosen = set(labels[0][masks[0][0] > 0].tolist())
+    if len(chosen) < 4:  # ceil(8 / 2) of the 8 labels (255 counts, as in the released code), then relations
+        failures.append(f"host_class_masks chose {sorted(chosen)}: fewer than half of the 8 labels")
+    if {5, 6} & chosen and not {5, 6} <= chosen:
+        failures.append(f"host_class_masks chose {sorted(chosen)}: 5 and 6 are related, one came without the other")
+    # The re-creation must be the slow, syncing control flow (boolean indexing, .item(), numpy masks): on the
+    # meta device, whose tensors hold no data, it cannot run.
+    meta = torch.device("meta")
+    pool = make_pool(2, (32, 32), (64, 64), meta, count=1)
+    run = baseline_runner("camix", parse_args(["--device", "cpu", "--noise-passes", "2"]), pool, meta)
+    try:
+        run(0)
+        failures.append("the released code's re-creation ran on the meta device: it no longer reads the device")
+    except (RuntimeError, NotImplementedError, TypeError):
+        pass
+    return failures
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 def size(text: str) -> tuple[int, int]:
     """``WxH`` -> (height, width), read by the CLI's size parser."""
@@ -582,6 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--numerics-iters", type=int, default=10)
     p.add_argument("--numerics-pretrain", type=int, default=300, help="at most this many warm-start iterations")
     p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    p.add_argument("--self-check", action="store_true", help="check the baseline's helpers and exit (1 on failure)")
     p.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
@@ -596,6 +527,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Build the data, time, check numerics, print and record."""
     args = parse_args(argv)
+    if args.self_check:
+        failures = self_check()
+        print("\n".join(failures) or "self-check passed")
+        sys.exit(1 if failures else 0)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -193,11 +193,18 @@ def crop_prior(prior: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
     ``boxes`` is ``[B,4]`` (top, left, height, width) on the prior's device; every crop of a batch has the
     crop size ``size`` = (h, w) (the boxes' own height and width are not read, so nothing goes to the host).
+    Where a crop overhangs an image smaller than the crop (padded by the loader, ``camix.data.transforms``),
+    the prior is uniform (``1/C``): it leaves the teacher's argmax there unchanged.
     """
     h, w = size
     rows = boxes[:, 0, None] + torch.arange(h, device=boxes.device)  # [B,h]
     cols = boxes[:, 1, None] + torch.arange(w, device=boxes.device)  # [B,w]
-    return prior[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)  # [C,B,h,w] -> [B,C,h,w]
+    inside = (rows < prior.shape[-2])[:, :, None] & (cols < prior.shape[-1])[:, None, :]  # [B,h,w]
+    rows, cols = rows.clamp(max=prior.shape[-2] - 1), cols.clamp(max=prior.shape[-1] - 1)
+    crops = prior[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)  # [C,B,h,w] -> [B,C,h,w]
+    return torch.where(
+        inside[:, None], crops, torch.full((), 1.0 / prior.shape[0], dtype=prior.dtype, device=prior.device)
+    )
 
 
 def all_target(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:

@@ -1,10 +1,11 @@
 """benchmarks/train_step.py, synthcity_networks.py and gpu_check.sh run on CPU with a tiny model (so CI covers them).
 
-The scripts run as the user runs them, in a subprocess: tests never import benchmarks/.
+The scripts run as the user runs them, in a subprocess: tests never import benchmarks/ (checked below).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -23,6 +24,42 @@ def run(command: list[str]) -> str:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def benchmark_imports(source: str) -> list[int]:
+    """Line numbers of the imports of ``benchmarks`` (or a module in it) in Python ``source``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+            names = [node.module]
+        else:
+            continue
+        if any(name == "benchmarks" or name.startswith("benchmarks.") for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_import_check_finds_every_form_of_import() -> None:
+    source = "import benchmarks\nimport os, benchmarks.step\nfrom benchmarks import x\nfrom benchmarks.a import b\n"
+    assert benchmark_imports(source) == [1, 2, 3, 4]
+    assert benchmark_imports("import benchmarks_x\nfrom camix import benchmarks\nfrom . import benchmarks\n") == []
+
+
+def test_no_test_module_imports_the_benchmarks() -> None:
+    """The benchmarks are scripts that tests run; a test's helpers live in tests/."""
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if (lines := benchmark_imports(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}
+
+
+def test_train_step_self_check_passes() -> None:
+    """The baseline's helpers (class choice with relations; the re-creation syncs, so it cannot run on meta)."""
+    assert run([sys.executable, "benchmarks/train_step.py", "--self-check"]).strip() == "self-check passed"
 
 
 def test_train_step_script_prints_fast_and_baseline_rows() -> None:

@@ -280,6 +280,13 @@ def test_crop_prior_gathers_each_box_like_slicing_and_ignores_the_box_size() -> 
     assert crops[1, 2, 0, 0].item() == 2 * 120 + 6 * 12 + 7  # class 2, row 6, column 7
 
 
+def test_crop_prior_is_uniform_where_a_crop_overhangs_a_smaller_image() -> None:
+    prior = torch.rand(4, 3, 5, generator=torch.Generator().manual_seed(0))  # images of 5x3 (w x h), crops of 4x4
+    crops = crop_prior(prior, torch.tensor([[0, 1, 4, 4]]), (4, 4))
+    assert torch.equal(crops[0, :, :3, :], prior[:, :, 1:5])
+    assert torch.all(crops[0, :, 3, :] == 0.25)  # the padded row: 1/C
+
+
 def test_camix_mask_reads_the_prior_where_each_target_crop_lies() -> None:
     source, target = batch(3)
     ctx = context(mix="camix", noise_passes=2)

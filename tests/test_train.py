@@ -11,7 +11,8 @@ import torch
 
 from camix.checkpoint import load_checkpoint
 from camix.config import PACKAGED_CONFIGS, load_config
-from camix.train import Trainer, poly_lr_, train
+from camix.optim import poly_lr_
+from camix.train import Trainer, train
 
 SYNTHCITY_CONFIGS = sorted(
     p.stem
