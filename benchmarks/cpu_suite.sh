@@ -14,5 +14,5 @@ echo "== data_loading: 1914x1052 GTA5 pair -> 1280x720 -> 512x512 crop"
 $py benchmarks/data_loading.py --copies 16 --repeats 3 --workers 0 2
 echo "== eval_speed: deeplabv2_r101 at 1024x512"
 $py benchmarks/eval_speed.py --images 3 --warmup 1 --threads 2
-echo "== train_step (issues 5, 8): tiny model, 128x128 crops, fast path vs the released code's loop"
+echo "== train_step: tiny model, 128x128 crops, fast path vs the released code's loop"
 $py benchmarks/train_step.py --device cpu --threads 2 --baseline --iters 20 --warmup 3
