@@ -1,7 +1,7 @@
 """Seconds per training iteration of source-only, DACS and CAMix at the paper's settings.
 
 One iteration = poly learning rate, the method's step function (``camix.methods``), summed loss, backward, SGD step
-and EMA update (``camix.train.optimisation_step``, the sequence ``Trainer.train_step`` runs), on batches already on
+and EMA update (``camix.step.optimisation_step``, as the training loop runs it), on batches already on
 the device: 2 source + 2 target crops of random street-scene-like data (labels made of a sky, a skyline, a road with
 sidewalks and a handful of objects and poles, so ClassMix and the contextual mask see realistic class counts;
 ``benchmarks/scenes.py``) and a spatial prior ``[19, H, W]`` at the target image size. The settings come from the
@@ -53,7 +53,7 @@ from camix.config import Config, load_config
 from camix.methods import StepContext, StepFn, build_context, method_of, relations_for, upsampled_logits
 from camix.optim import build_optimizer, poly_lr_
 from camix.runtime import Dist
-from camix.train import optimisation_step
+from camix.step import optimisation_step
 from camix.train_setup import Networks, autocast_factory, build_networks
 
 try:

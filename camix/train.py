@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from camix import functional as Fn
 from camix.checkpoint import (
     Progress,
     check_compatible,
@@ -35,7 +33,7 @@ from camix.config import Config, to_dict
 from camix.data.batch import Batch, to_device
 from camix.errors import DataError, NonFiniteLoss
 from camix.evaluate import evaluate_distributed, evaluation_failure
-from camix.methods import StepContext, StepFn, StepOutput, method_of
+from camix.methods import StepOutput, method_of
 from camix.optim import build_optimizer, poly_lr_
 from camix.preflight import check_resume, preflight
 from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
@@ -52,6 +50,7 @@ from camix.runtime import (
     seed_everything,
     select_device,
 )
+from camix.step import logged_values, optimisation_step
 from camix.tensorboard import TensorBoardLog
 from camix.train_setup import build_data, build_networks
 from camix.train_support import (
@@ -62,56 +61,6 @@ from camix.train_support import (
 from camix.validation import validate_config
 
 LOG = logging.getLogger("camix.train")
-
-
-def optimisation_step(
-    ctx: StepContext,
-    step: StepFn,
-    source: Batch,
-    target: Batch | None,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    *,
-    teacher: nn.Module | None = None,
-    model: nn.Module | None = None,
-    ema_alpha_max: float = 0.99,
-) -> tuple[StepOutput, torch.Tensor]:
-    """One iteration on a batch already on the device: step -> summed loss -> backward -> SGD step -> EMA (Eq. 3).
-
-    No host synchronisation (with bf16 or no autocast; fp16's GradScaler checks for infs on the host).
-
-    Args:
-        ctx: the step's context, ``ctx.iteration`` set (it picks the EMA decay).
-        step: a method's step function (``camix.methods.METHODS``).
-        source: the source batch; ``target``: the target batch or None.
-        optimizer: steps the student; ``scaler``: the (possibly disabled) gradient scaler.
-        teacher: the raw EMA teacher module, updated in place from ``model`` (the raw student), when given.
-        ema_alpha_max: the EMA decay's ceiling.
-
-    Returns:
-        The step's output and the summed loss (not detached).
-    """
-    out = step(ctx, source, target)
-    total = torch.stack(list(out.losses.values())).sum()
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    if teacher is not None and model is not None:
-        Fn.ema_update_(teacher, model, Fn.ema_alpha(ctx.iteration, ema_alpha_max))
-    return out, total
-
-
-def logged_values(out: StepOutput, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What the loop logs of one step, detached on the device: each named loss, the total and, for a mixing step,
-    what the masks did (the share of target pixels, of pixels kept by U_M, the mean confidence weight)."""
-    values = {name: value.detach().float() for name, value in out.losses.items()}
-    values["total"] = loss.detach().float()
-    if out.mixed is not None:
-        values["stat/target_area"] = out.mixed.mask.detach().float().mean()
-        values["stat/significant"] = out.mixed.significance.detach().float().mean()
-        values["stat/weight"] = out.mixed.weight.detach().float().mean()
-    return values
 
 
 class Trainer:

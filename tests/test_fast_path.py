@@ -28,7 +28,7 @@ from camix.data.labels import CAFFE_MEAN_BGR
 from camix.methods import StepContext, StepFn, build_context, method_of, upsampled_logits
 from camix.optim import build_optimizer, poly_lr_
 from camix.runtime import Dist
-from camix.train import optimisation_step
+from camix.step import optimisation_step
 from camix.train_setup import Networks, autocast_factory, build_networks
 
 ATEN = torch.ops.aten

@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.config", "camix.validation"),  # frozen dataclasses from YAML and their checks
     ("camix.data", "camix.models", "camix.augment", "camix.optim", "camix.visualize", "camix.rundir"),
     ("camix.methods",),  # the method registry: steps, mask strategies, the StepContext builder
-    ("camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
+    ("camix.step", "camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_support", "camix.train_setup"),
     ("camix.train",),
     ("camix.study", "camix.demo"),
