@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from camix.config import parse_size
+from camix.config_tree import parse_size
 from camix.evaluate import evaluate
 from camix.models import build_model
 

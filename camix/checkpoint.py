@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from camix.config import Config, config_from_tree, load_config, to_dict
+from camix.config import Config, config_from_tree, load_config
+from camix.config_tree import to_dict
 from camix.errors import CheckpointError
 from camix.io import atomic_torch_save, atomic_write_bytes
 from camix.models import build_model

@@ -26,3 +26,7 @@ class NonFiniteLoss(CamixError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint (exit code 1)."""
 
     exit_code = 1
+
+
+class RunDirError(CamixError):
+    """A run directory that is in use, holds another run, or cannot be written."""

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from camix.checkpoint import CheckpointInfo, run_dir_of
-from camix.config import Config, replace
+from camix.config import Config
+from camix.config_tree import replace
 from camix.data.datasets import build_dataset
 from camix.errors import CamixError, DataError
 from camix.functional import confusion_matrix, iou, miou

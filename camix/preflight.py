@@ -107,7 +107,7 @@ def check_tensorboard(enabled: bool) -> None:
 def check_resume(resume: str | None, cfg: Config) -> None:
     """``--resume`` is ``auto``, nothing, or a loadable checkpoint of ``cfg``'s network (read once here)."""
     from camix.checkpoint import check_compatible, load_checkpoint
-    from camix.config import to_dict
+    from camix.config_tree import to_dict
 
     if resume is None or resume == "auto":
         return

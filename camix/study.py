@@ -24,7 +24,8 @@ from typing import Annotated, Any
 
 import torch
 
-from camix.config import Config, from_dict, load_config, load_yaml_tree, to_dict
+from camix.config import Config, load_config
+from camix.config_tree import from_dict, load_yaml_tree, to_dict
 from camix.errors import CamixError, ConfigError
 from camix.io import atomic_write_text
 from camix.rundir import RunDir

@@ -29,7 +29,8 @@ from camix.checkpoint import (
     save_checkpoint,
     training_state,
 )
-from camix.config import Config, to_dict
+from camix.config import Config
+from camix.config_tree import to_dict
 from camix.data.batch import Batch, to_device
 from camix.errors import DataError, NonFiniteLoss
 from camix.evaluate import evaluate_distributed, evaluation_failure

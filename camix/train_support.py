@@ -19,7 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from camix.config import Config, DatasetConfig, dump_config, to_dict
+from camix.config import Config, DatasetConfig, dump_config
+from camix.config_tree import to_dict
 from camix.data.batch import Batch
 from camix.errors import CamixError, ConfigError, DataError
 from camix.methods import MixedBatch, method_of

@@ -62,7 +62,7 @@ def tiny_config(synthcity_root: Path, tmp_path: Path):  # type: ignore[no-untype
 def constant_checkpoint(path: Path, cfg: Config, class_id: int, iteration: int = 7) -> Path:
     """A camix checkpoint of ``cfg``'s network that predicts ``class_id`` everywhere (zero classifier, one-hot bias)."""
     from camix.checkpoint import FORMAT
-    from camix.config import to_dict
+    from camix.config_tree import to_dict
     from camix.io import atomic_torch_save
     from camix.models import build_model
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from camix.config import Config, dump_config, load_config, replace, resolve_config_path
+from camix.config import Config, dump_config, load_config
+from camix.config_tree import replace, resolve_config_path
 from camix.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from camix import demo
 from camix.cli import main
-from camix.config import PACKAGED_CONFIGS
+from camix.config_tree import PACKAGED_CONFIGS
 from tests.conftest import TINY_SIZE
 
 QUICK = ["data.crop=[48, 48]", "train.iterations=2", "train.eval_every=2", "train.log_every=1", "method.noise_passes=2"]

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from camix.config import Config, replace
+from camix.config import Config
+from camix.config_tree import replace
 from camix.train import Trainer
 
 

@@ -11,7 +11,8 @@ import torch
 
 from camix.checkpoint import FORMAT
 from camix.cli import main
-from camix.config import load_config, to_dict
+from camix.config import load_config
+from camix.config_tree import to_dict
 from camix.export import ExportError, export_onnx, max_abs_difference, random_image
 from camix.io import atomic_torch_save
 from camix.models import build_model

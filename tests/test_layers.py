@@ -14,8 +14,8 @@ import camix
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.errors", "camix.labels", "camix.io", "camix.runtime"),  # ground floor: no camix imports but these
     ("camix.functional",),  # the paper's equations: pure tensor functions
-    ("camix.config", "camix.validation"),  # frozen dataclasses from YAML and their checks
-    ("camix.data", "camix.models", "camix.augment", "camix.optim", "camix.visualize", "camix.rundir"),
+    ("camix.config", "camix.config_tree", "camix.validation"),  # frozen dataclasses from YAML and their checks
+    ("camix.data", "camix.models", "camix.augment", "camix.optim", "camix.visualize", "camix.runlock", "camix.rundir"),
     ("camix.methods",),  # the method registry: steps, mask strategies, the StepContext builder
     ("camix.step", "camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_support", "camix.train_setup"),

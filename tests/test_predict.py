@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from camix.cli import main
-from camix.config import load_config, parse_size
+from camix.config import load_config
+from camix.config_tree import parse_size
 from camix.data.labels import LABEL_ID_TO_TRAIN_ID, PALETTE, PALETTE_LUT, TRAIN_ID_TO_LABEL_ID
 from camix.predict import InputImage, PredictError, find_inputs, output_paths
 from tests.conftest import constant_checkpoint

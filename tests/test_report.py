@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 
 from camix.cli import main
-from camix.config import load_config, to_dict
+from camix.config import load_config
+from camix.config_tree import to_dict
 from camix.data.labels import CLASS_NAMES, PALETTE
 from camix.report import (
     comparison_rows,

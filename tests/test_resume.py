@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from camix.checkpoint import load_checkpoint
-from camix.config import replace
+from camix.config_tree import replace
 from camix.train import Trainer
 
 

@@ -108,7 +108,7 @@ def test_report_only_survives_torn_metrics_and_counts_time_over_resumes(
 
 
 def test_a_run_of_another_config_is_moved_aside_not_resumed(tiny_config, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    from camix.config import replace
+    from camix.config_tree import replace
     from camix.study import continue_run, is_finished
 
     cfg = tiny_config("source_only")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from camix.checkpoint import load_checkpoint
-from camix.config import PACKAGED_CONFIGS, load_config
+from camix.config import load_config
+from camix.config_tree import PACKAGED_CONFIGS
 from camix.optim import poly_lr_
 from camix.train import Trainer, train
 

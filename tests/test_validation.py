@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import pytest
 import torch
 
-from camix.config import Config, load_config, replace
+from camix.config import Config, load_config
+from camix.config_tree import replace
 from camix.errors import ConfigError
 from camix.preflight import preflight
 from camix.study import load_study

@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from camix.config import Config, Size, load_config, parse_size
+from camix.config import Config, load_config
+from camix.config_tree import Size, parse_size
 from camix.errors import CamixError
 
 
