@@ -166,6 +166,25 @@ def group_curve(group: Group, metric: str = "miou19") -> Curve:
     )
 
 
+def settling_table(curves: Sequence[Curve], threshold: float = 1.0) -> str:
+    """Markdown: how much each curve's mean over seeds still moves in the last quarter of training.
+
+    The last quarter is every evaluation at an iteration of at least 3/4 of the curve's last one; a curve has
+    settled when its mean moves by less than ``threshold`` points over it (max - min).
+    """
+    body = []
+    for curve in curves:
+        end = max(curve.x)
+        late = [m for x, m in zip(curve.x, curve.mean, strict=True) if x >= 0.75 * end]
+        moves = max(late) - min(late)
+        xs = [x for x in curve.x if x >= 0.75 * end]
+        trail = " ".join(format_number(m) for m in late)
+        settled = "yes" if moves < threshold else "no"
+        body.append([curve.label, f"{xs[0]}-{end}", trail, format_number(moves), settled])
+    headers = ["method", "last quarter (it.)", "mean over seeds at each evaluation", "moves by", "settled"]
+    return markdown_table(headers, body)
+
+
 def plot_curves(groups: Sequence[Group], path: str | Path, metric: str = "miou19", title: str = "") -> None:
     """The paper's Figure 4: ``metric`` on the validation split against iteration, one line per group (PNG)."""
     curves = [group_curve(g, metric) for g in groups]

@@ -256,7 +256,7 @@ def run_seconds(cfg: Config) -> float:
 
 def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str = DEFAULT_COMMAND) -> Path:
     """The results markdown: tables, per-class IoU, curves (PNG + CSV), setup and timings."""
-    from camix.report import comparison_table, group_curve, per_class_table, plot_curves
+    from camix.report import comparison_table, group_curve, per_class_table, plot_curves, settling_table
 
     groups = _groups(study, jobs)
     out = Path(study.results)
@@ -280,7 +280,9 @@ def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], c
         atomic_write_text(out.with_name("curves.csv"), "\n".join(csv) + "\n")
         sections.append(
             "## Adaptation curves (the paper's Figure 4)\n\n![curves](curves.png)\n\n"
-            "Data: [curves.csv](curves.csv) (mean, min and max over seeds at each evaluation)."
+            "Data: [curves.csv](curves.csv) (mean, min and max over seeds at each evaluation).\n\n"
+            "Settling: how much each mean over seeds moves over the last quarter of training (settled: by less "
+            "than 1 point).\n\n" + settling_table(curves)
         )
     sections.append(_timings(study, jobs))
     atomic_write_text(out, "\n\n".join(sections) + "\n" + kept_notes(out))

@@ -149,3 +149,17 @@ def test_report_on_trained_runs_writes_tables_and_figures(tiny_config, tmp_path:
         tile = grid[title_h : title_h + tile_h, x : x + tile_w]
         assert palette_fraction(tile) > (0.9 if column == 1 else 0.999)
     assert "![predictions](qualitative.png)" in (out / "report.md").read_text()
+
+
+def test_settling_table_measures_the_last_quarter_of_each_mean_curve() -> None:
+    from camix.report import settling_table
+    from camix.visualize import Curve
+
+    xs = [250, 500, 750, 1000, 1250, 1500, 1750, 2000]
+    flat = Curve("mean_teacher", xs, [30, 35, 33, 32, 32, 31.9, 31.5, 31.4], xs, xs, 3)  # band unused
+    rising = Curve("dacs", xs, [30, 31, 32, 33, 34, 34.0, 35.2, 36.1], xs, xs, 3)
+    lines = settling_table([flat, rising]).splitlines()
+    assert lines[0].split("|")[1].strip() == "method"
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert cells[0] == ["mean_teacher", "1500-2000", "31.9 31.5 31.4", "0.5", "yes"]  # 31.9 - 31.4
+    assert cells[1] == ["dacs", "1500-2000", "34.0 35.2 36.1", "2.1", "no"]  # 36.1 - 34.0

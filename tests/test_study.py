@@ -56,7 +56,16 @@ def test_study_trains_skips_and_reports(
     first = capsys.readouterr().out
     assert len(re.findall(r"\[\d/8\] \w+ seed \d: mIoU19", first)) == 8
     results = (tmp_path / "results" / "RESULTS.md").read_text()
-    for needle in ("## Main", "| source_only", "| camix", "| oracle", "Per-class IoU", "curves.png", "Cost per run"):
+    for needle in (
+        "## Main",
+        "| source_only",
+        "| camix",
+        "| oracle",
+        "Per-class IoU",
+        "curves.png",
+        "Cost per run",
+        "| settled",
+    ):
         assert needle in results, needle
     assert (tmp_path / "results" / "curves.png").stat().st_size > 1000
     assert len((tmp_path / "results" / "curves.csv").read_text().splitlines()) == 1 + 3 * 2  # 3 rows x 2 evals
