@@ -529,3 +529,15 @@ def test_a_corrected_value_trains_in_the_same_out_dir_after_a_rejected_one(
     assert [int(line.split('"iteration": ')[1].split(",")[0]) for line in logged] == [1, 2, 3, 4]
     assert '"iteration": 4' in (out / "summary.json").read_text()
     assert "iterations: 4" in (out / "config.yaml").read_text()
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "camix", "study", "configs/synthcity/study.yaml", "--dry-run"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before camix has imported anything, let alone printed
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 141 and "Traceback" not in err and err == ""
