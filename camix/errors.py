@@ -30,3 +30,7 @@ class NonFiniteLoss(CamixError):
 
 class RunDirError(CamixError):
     """A run directory that is in use, holds another run, or cannot be written."""
+
+
+class RunInUse(RunDirError):
+    """Another live process holds the run directory's lock."""

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from camix.errors import RunDirError
+from camix.errors import RunDirError, RunInUse
 
 LOG = logging.getLogger("camix.rundir")
 LOCK = ".camix.lock"
@@ -93,7 +93,7 @@ class RunLock:
             holder = self._read(fd)
             if not holder or not _alive(holder):
                 return
-        raise RunDirError(
+        raise RunInUse(
             f"{self.folder} is in use by {_holder_text(holder)}: two runs must not share a run directory; "
             f"wait for it to finish, stop it, or choose another out_dir (if that process is gone, delete {self.path})"
         )

@@ -26,7 +26,7 @@ import torch
 
 from camix.config import Config, load_config
 from camix.config_tree import from_dict, load_yaml_tree, to_dict
-from camix.errors import CamixError, ConfigError
+from camix.errors import CamixError, ConfigError, RunInUse
 from camix.io import atomic_write_text
 from camix.rundir import RunDir
 from camix.validation import NonNegativeFloat, NonNegativeInt, PositiveInt, Range, check_ranges
@@ -220,7 +220,11 @@ def run_study(
             print(f"[{index}/{len(jobs)}] {name} seed {seed}: done before")
             continue
         t0 = time.perf_counter()
-        summary = continue_run(cfg, progress=progress)
+        try:
+            summary = continue_run(cfg, progress=progress)
+        except RunInUse as exc:  # another `camix study` (or `camix train`) is training it: leave it to that one
+            print(f"[{index}/{len(jobs)}] {name} seed {seed}: skipped, being trained by another process ({exc})")
+            continue
         if "interrupted" in summary:
             print(f"study stopped during {name} seed {seed}; run the same command again to continue")
             raise SystemExit(130)

@@ -22,7 +22,7 @@ from torch import nn
 from camix.config import Config, DatasetConfig, dump_config
 from camix.config_tree import to_dict
 from camix.data.batch import Batch
-from camix.errors import CamixError, ConfigError, DataError
+from camix.errors import CamixError, ConfigError, DataError, RunInUse
 from camix.methods import MixedBatch, method_of
 from camix.models.mit import DropPath
 from camix.rundir import RunDir, RunDirError, RunLock, claim
@@ -49,10 +49,11 @@ def prepare_run_dir(
         try:
             _, lock = claim(cfg.out_dir, dump_config(cfg), resume=resume, restart=restart)
         except CamixError as exc:
-            error = str(exc)
+            error = (isinstance(exc, RunInUse), str(exc))
     error = all_gather_objects(error, info)[0]
     if error is not None:
-        raise RunDirError(error)
+        in_use, message = error
+        raise (RunInUse if in_use else RunDirError)(message)
     return RunDir(Path(cfg.out_dir)), lock
 
 

@@ -155,19 +155,20 @@ def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(
     assert diagnostic.method.name == "source_only" and diagnostic.method.augment_source
     assert diagnostic.data.target is None and not load_config(study.runs["source_only"]).method.augment_source
     assert "source_only_aug" in study.tables[0].rows
-    v2 = load_study("configs/synthcity/study_v2.yaml")  # the same study on generator 2.0, in its own folders
+    v2 = load_study("configs/synthcity/study_v2.yaml")  # the study on generator 2.0, in its own folders
     assert v2.synthcity.version == "2.0" and v2.synthcity.dir != study.synthcity.dir and v2.out_dir != study.out_dir
-    assert v2.runs == study.runs and v2.tables == study.tables
-    schedules = {
-        (cfg.train.iterations, cfg.method.threshold_ramp)
-        for name, _, cfg in plan(v2)
-        if not name.startswith("pretrain")
-    }
-    assert len(schedules) == 1  # every row of a table shares one schedule
+    main_v2 = load_study("configs/synthcity/study_v2_main.yaml")  # its Table 2, run first, sharing the runs
+    assert main_v2.out_dir == v2.out_dir and set(main_v2.runs) < set(v2.runs) and v2.tables[0] == main_v2.tables[0]
+    assert {r for t in study.tables[:5] for r in t.rows} - {"camix_sp_cr"} <= {r.removesuffix("_1k") for r in v2.runs}
+    configs = {(name, seed): cfg for name, seed, cfg in plan(v2)}
+    for table in v2.tables:  # every row of a table shares one schedule: 2000 iterations (Table 2) or 1000
+        rows = [configs[(row, 0)] for row in table.rows]  # a null threshold_ramp is train.iterations
+        schedules = {(c.train.iterations, c.method.threshold_ramp or c.train.iterations) for c in rows}
+        assert len(schedules) == 1 and schedules < {(2000, 2000), (1000, 1000)}, table.title
+    assert configs[("camix", 0)].train.iterations == 2000 and configs[("camix_1k", 0)].train.iterations == 1000
     calibration = load_study("configs/synthcity/calibrate_v2.yaml")  # baselines only, reused by study_v2.yaml
     assert set(calibration.runs) == {"source_only", "source_only_aug", "oracle", "mean_teacher", "cutmix", "dacs"}
-    study_configs = {(name, seed): cfg for name, seed, cfg in plan(v2)}
-    assert all(study_configs[(name, seed)] == cfg for name, seed, cfg in plan(calibration))
+    assert all(configs[(name, seed)] == cfg for name, seed, cfg in plan(calibration))  # the calibration's runs
     unseen = load_study("configs/synthcity/calibrate_v2_seed1.yaml")
     assert unseen.synthcity.seed == 1 and unseen.synthcity.dir != calibration.synthcity.dir
     assert unseen.out_dir != calibration.out_dir
@@ -190,3 +191,22 @@ def test_run_overrides_apply_to_their_run_only(synthcity_root: Path, tmp_path: P
     study_file.write_text(text.replace("{oracle:", "{orcale:"))
     with pytest.raises(ConfigError, match=r"run_overrides names unknown runs \['orcale'\]"):
         load_study(study_file)
+
+
+def test_a_run_another_process_is_training_is_skipped_and_left_out(
+    synthcity_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from camix.runlock import RunLock
+
+    study_file = write_study(tmp_path, synthcity_root)
+    busy = tmp_path / "runs" / "camix_seed1"
+    with RunLock(busy):  # another process (here: another open file) trains camix seed 1
+        assert main(["study", str(study_file), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "camix seed 1: skipped, being trained by another process" in out
+    assert len(re.findall(r"\[\d/8\] \w+ seed \d: mIoU19", out)) == 7  # every other run trained
+    results = (tmp_path / "results" / "RESULTS.md").read_text()
+    camix_row = next(line for line in results.splitlines() if line.startswith("| camix "))
+    assert "| 1 |" in camix_row  # one finished seed of camix in the table
+    assert main(["study", str(study_file), "--no-progress"]) == 0  # the lock is gone: the run is trained now
+    assert "camix seed 1: mIoU19" in capsys.readouterr().out
