@@ -86,7 +86,7 @@ class Pool:
     prior: Tensor
 
     def batch(self, i: int, channels_last: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Batch ``i`` (cycled); images converted to channels_last as ``Trainer._to_device`` does."""
+        """Batch ``i`` (cycled); images converted to channels_last as ``camix.data.batch.to_device`` does."""
         source, target = dict(self.sources[i % len(self.sources)]), dict(self.targets[i % len(self.targets)])
         if channels_last:
             source["image"] = source["image"].contiguous(memory_format=torch.channels_last)

@@ -145,7 +145,7 @@ def build_fast(
 
 
 def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
-    """What ``Trainer.train_step`` does once the batch is on the device; returns the named losses."""
+    """One iteration of the training loop once the batch is on the device; returns the named losses."""
     cfg = setup.cfg
     poly_lr_(setup.optimizer, cfg.optim.lr, cfg.optim.power, i, cfg.train.iterations)
     source, target = pool.batch(i, cfg.train.channels_last)
