@@ -184,7 +184,7 @@ def build(method: str, data: Batches, device: torch.device, *overrides: str, noi
 
 
 def iterate(setup: Setup, data: Batches, i: int) -> dict[str, torch.Tensor]:
-    """``Trainer.train_step`` once the batch is on the device (poly lr, step, backward, SGD, EMA); the losses."""
+    """One iteration of the training loop once the batch is on the device (poly lr, step, backward, SGD, EMA)."""
     cfg = setup.cfg
     poly_lr_(setup.optimizer, cfg.optim.lr, cfg.optim.power, i, cfg.train.iterations)
     source, target = data.batch(i, cfg.train.channels_last)

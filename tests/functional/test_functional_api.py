@@ -7,7 +7,7 @@ import torch
 
 import camix.functional as F
 
-DESIGN_NAMES = [
+PUBLIC_NAMES = [
     "spatial_prior",
     "modulated_pseudo_label",
     "select_classes",
@@ -34,7 +34,7 @@ DESIGN_NAMES = [
 
 
 def test_every_design_name_is_public() -> None:
-    missing = [name for name in DESIGN_NAMES if name not in F.__all__ or not hasattr(F, name)]
+    missing = [name for name in PUBLIC_NAMES if name not in F.__all__ or not hasattr(F, name)]
     assert not missing
     assert all(hasattr(F, name) for name in F.__all__)
 
