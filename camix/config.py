@@ -5,6 +5,9 @@ Unknown keys, values of the wrong type and values outside the range a field decl
 ``Annotated[float, Range(0, 1)]``, see :mod:`camix.validation`) are :class:`~camix.errors.ConfigError` s
 that name the key, the value, what is allowed and where the value came from (a file, ``--set`` or the
 default). Sizes are always written ``[width, height]``, like ``1280x720``.
+
+This module holds the schema and :func:`load_config`; reading YAML, ``base:`` chains, overrides and the typed
+conversion are :mod:`camix.config_tree`.
 """
 
 from __future__ import annotations

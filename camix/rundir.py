@@ -6,7 +6,7 @@ Layout (``out_dir`` of a config)::
     metrics.jsonl     one JSON record per line: losses every log_every, evaluations every eval_every
     summary.json      written once, when the last iteration is trained and evaluated
     checkpoints/      last.pt, numbered snapshots, best.pt (camix.checkpoint)
-    .camix.lock       held (flock) by the process that owns the run, with its PID and host
+    .camix.lock       held (flock) by the process that owns the run, with its PID and host (camix.runlock)
 
 Every reader here tolerates what a kill can leave behind: a missing file, a torn last line, garbage, a
 ``summary.json`` of an older version; writers are atomic (camix.io) or append-only.
