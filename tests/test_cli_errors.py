@@ -66,6 +66,14 @@ def paths(tmp_path_factory: pytest.TempPathFactory, synthcity_root: Path) -> Pat
 
 
 Case = Callable[[Paths], list[str]]
+
+
+def prior(p: Paths, *extra: str, size: str = "8x16", out: Path | None = None) -> list[str]:
+    """``camix data prior`` on the tiny GTA5 tree with ``extra`` arguments."""
+    root, target = str(p.data / "gta"), str(out if out is not None else p.tmp / "q.pt")
+    return ["data", "prior", "--dataset", "gta5", "--root", root, "--size", size, "--out", target, *extra]
+
+
 CASES: list[tuple[str, Case, str]] = [
     # ----- train: the config file ---------------------------------------------------------------------------------
     ("train config missing", lambda p: ["train", "-c", str(p.tmp / "nope.yaml")], "nope.yaml not found"),
@@ -392,70 +400,22 @@ CASES: list[tuple[str, Case, str]] = [
     ),
     (
         "prior size 0x0",
-        lambda p: [
-            "data",
-            "prior",
-            "--dataset",
-            "gta5",
-            "--root",
-            str(p.data / "gta"),
-            "--size",
-            "0x0",
-            "--out",
-            str(p.tmp / "q.pt"),
-        ],
+        lambda p: prior(p, size="0x0"),
         "argument --size: expected WIDTHxHEIGHT like 1024x512, got '0x0'",
     ),
     (
         "prior --out is a folder",
-        lambda p: [
-            "data",
-            "prior",
-            "--dataset",
-            "gta5",
-            "--root",
-            str(p.data / "gta"),
-            "--size",
-            "8x16",
-            "--out",
-            str(p.empty),
-        ],
+        lambda p: prior(p, out=p.empty),
         "a folder; give a file path",
     ),
     (
         "prior negative smoothing",
-        lambda p: [
-            "data",
-            "prior",
-            "--dataset",
-            "gta5",
-            "--root",
-            str(p.data / "gta"),
-            "--size",
-            "8x16",
-            "--out",
-            str(p.tmp / "q.pt"),
-            "--smoothing",
-            "-1",
-        ],
+        lambda p: prior(p, "--smoothing", "-1"),
         "argument --smoothing: expected a number >= 0",
     ),
     (
         "prior negative workers",
-        lambda p: [
-            "data",
-            "prior",
-            "--dataset",
-            "gta5",
-            "--root",
-            str(p.data / "gta"),
-            "--size",
-            "8x16",
-            "--out",
-            str(p.tmp / "q.pt"),
-            "--workers",
-            "-1",
-        ],
+        lambda p: prior(p, "--workers", "-1"),
         "argument --workers: expected a whole number >= 0",
     ),
     # ----- demo -----------------------------------------------------------------------------------------------------
