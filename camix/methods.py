@@ -202,9 +202,7 @@ def crop_prior(prior: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
     inside = (rows < prior.shape[-2])[:, :, None] & (cols < prior.shape[-1])[:, None, :]  # [B,h,w]
     rows, cols = rows.clamp(max=prior.shape[-2] - 1), cols.clamp(max=prior.shape[-1] - 1)
     crops = prior[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)  # [C,B,h,w] -> [B,C,h,w]
-    return torch.where(
-        inside[:, None], crops, torch.full((), 1.0 / prior.shape[0], dtype=prior.dtype, device=prior.device)
-    )
+    return torch.where(inside[:, None], crops, 1.0 / prior.shape[0])  # a Python scalar keeps the prior's dtype
 
 
 def all_target(ctx: StepContext, view: TeacherView, source: Batch, target: Batch) -> Tensor:
