@@ -65,6 +65,7 @@ class DomainStyle:
 
     colour_shift: float = knob(0.0, 0.0, 1.0)  # 0: rendered class colours, 1: photographed (CLASS_LOOKS)
     lookalike: float = knob(0.0, 0.0, 1.0, since="2.0")  # LOOKALIKE_PAIRS drawn together: 1 = identical colours
+    lookalike_things: float = knob(0.0, 0.0, 1.0, since="2.1")  # LOOKALIKE_THINGS drawn together, the same way
     instance_jitter: float = knob(0.07, 0.0, 0.5)  # per-instance brightness / tint variation
     detail_contrast: float = knob(0.35, 0.0, 1.0)  # contrast of details: windows, wheels, lane markings
     texture: float = knob(0.0, 0.0, 1.0)  # strength of per-class texture (cloud, grain, foliage...)
@@ -136,7 +137,20 @@ TARGET_V2 = Domain(
 )
 """The "photographed" target domain at ``gap=1`` of generator version 2.0 (docs/synthcity.md)."""
 
-DOMAINS: dict[str, tuple[Domain, Domain]] = {"1.1": (SOURCE, TARGET), "2.0": (SOURCE, TARGET_V2)}
+TARGET_V21 = Domain(
+    scene=TARGET_V2.scene,
+    style=dataclasses.replace(
+        TARGET_V2.style,
+        lookalike_things=0.6,  # person/rider, truck/bus, motorcycle/bicycle look alike (docs/synthcity.md)
+    ),
+)
+"""The "photographed" target domain at ``gap=1`` of generator version 2.1 (docs/synthcity.md)."""
+
+DOMAINS: dict[str, tuple[Domain, Domain]] = {
+    "1.1": (SOURCE, TARGET),
+    "2.0": (SOURCE, TARGET_V2),
+    "2.1": (SOURCE, TARGET_V21),
+}
 """Generator version -> (source, target at ``gap=1``). Every version's files stay reproducible."""
 
 # Per class (index = trainId): the rendered colour (source), the photographed colour (target at colour_shift=1) and
@@ -167,6 +181,8 @@ CLASS_LOOKS: tuple[tuple[tuple[int, int, int], tuple[int, int, int], tuple[float
 )
 LOOKALIKE_PAIRS = ((0, 1), (2, 3), (8, 9))
 """Classes that look alike in Cityscapes but not in GTA5: road/sidewalk, building/wall, vegetation/terrain."""
+LOOKALIKE_THINGS = ((11, 12), (14, 15), (17, 18))
+"""Things that look alike in Cityscapes but not in GTA5: person/rider, truck/bus, motorcycle/bicycle."""
 SOURCE_COLOURS = tuple(look[0] for look in CLASS_LOOKS)
 TARGET_COLOURS = tuple(look[1] for look in CLASS_LOOKS)
 TEXTURE_MIX = tuple(look[2] for look in CLASS_LOOKS)
@@ -191,15 +207,17 @@ def class_colours(style: DomainStyle) -> np.ndarray:
     """float32 [19, 3]: the class colours of a style.
 
     The source colours move towards the photographed ones by ``colour_shift``; then each of the
-    :data:`LOOKALIKE_PAIRS` moves towards its mean colour by ``lookalike`` (1: the two classes share a colour).
+    :data:`LOOKALIKE_PAIRS` moves towards its mean colour by ``lookalike`` (1: the two classes share a colour), and
+    each group of :data:`LOOKALIKE_THINGS` by ``lookalike_things``.
     """
     src = np.asarray(SOURCE_COLOURS, dtype=np.float32)
     tgt = np.asarray(TARGET_COLOURS, dtype=np.float32)
     colours = src + style.colour_shift * (tgt - src)
-    if style.lookalike > 0:
-        for pair in LOOKALIKE_PAIRS:
-            mean = colours[list(pair)].mean(0)
-            colours[list(pair)] += style.lookalike * (mean - colours[list(pair)])
+    for groups, strength in ((LOOKALIKE_PAIRS, style.lookalike), (LOOKALIKE_THINGS, style.lookalike_things)):
+        if strength > 0:
+            for group in groups:
+                mean = colours[list(group)].mean(0)
+                colours[list(group)] += strength * (mean - colours[list(group)])
     return np.clip(colours, 0.0, 255.0)
 
 
