@@ -1,4 +1,4 @@
-"""SynthCity generator versions: 1.1 stays byte-identical, 2.0 is deterministic and models its documented changes."""
+"""SynthCity generator versions: older ones stay byte-identical; each models its documented changes."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from camix.data.synthcity import (
     SOURCE,
     TARGET,
     TARGET_V2,
+    TARGET_V21,
     generate,
     is_current,
     sample,
     target_domain,
 )
 from camix.data.synthcity.canvas import Canvas
-from camix.data.synthcity.params import LOOKALIKE_PAIRS, class_colours
+from camix.data.synthcity.params import LOOKALIKE_PAIRS, LOOKALIKE_THINGS, class_colours
 from camix.data.synthcity.scene import make_scene
 from camix.errors import ConfigError
 
@@ -31,6 +32,8 @@ SMALL = {"size": (96, 48), "num_source": 2, "num_target_train": 2, "num_target_v
 # sha256 (first 16 hex digits) of image 3 of each split, seed 0, 96x48, gap 1, computed with the generator as it was
 # before version 2.0 existed (commit b566aa7): version 1.1 must keep producing exactly these.
 V11_GOLDEN = {0: "418c44e36314cdcc", 1: "2afae34022662940", 2: "c607623165555a7f"}
+# The same digests of version 2.0, computed before version 2.1 existed (commit c46e99c).
+V20_GOLDEN = {0: "418c44e36314cdcc", 1: "1d27b6d60b128f96", 2: "60a7420072746046"}
 THINGS = range(11, 19)  # person .. bicycle
 
 
@@ -50,9 +53,17 @@ def test_version_1_1_is_the_default_and_unchanged() -> None:
     assert {key: _digest(key, "1.1") for key in V11_GOLDEN} == V11_GOLDEN
 
 
-def test_version_2_0_changes_the_target_only() -> None:
+def test_version_2_0_changes_the_target_only_and_is_unchanged() -> None:
     assert _digest(0, "2.0") == V11_GOLDEN[0]  # same rendered source: a pretrained model serves both versions
     assert _digest(1, "2.0") != V11_GOLDEN[1] and _digest(2, "2.0") != V11_GOLDEN[2]
+    assert {key: _digest(key, "2.0") for key in V20_GOLDEN} == V20_GOLDEN
+
+
+def test_version_2_1_changes_the_target_of_2_0_only() -> None:
+    assert _digest(0, "2.1") == V11_GOLDEN[0]  # the source of every version is the same
+    assert _digest(1, "2.1") != V20_GOLDEN[1] and _digest(2, "2.1") != V20_GOLDEN[2]
+    assert TARGET_V21.scene == TARGET_V2.scene
+    assert dataclasses.replace(TARGET_V21.style, lookalike_things=0.0) == TARGET_V2.style
 
 
 def test_version_2_0_is_deterministic_and_recorded(tmp_path: Path) -> None:
@@ -87,6 +98,27 @@ def test_lookalike_pairs_share_their_colour_in_the_target_only() -> None:
     np.testing.assert_array_equal(v2[others], v11[others])
 
 
+def test_lookalike_things_share_their_colour_in_the_target_only() -> None:
+    """2.1 draws each group of things to its mean colour by lookalike_things and leaves every other class as 2.0."""
+    v2, v21 = class_colours(TARGET_V2.style), class_colours(TARGET_V21.style)
+    source = class_colours(SOURCE.style)
+    strength = TARGET_V21.style.lookalike_things
+    assert strength > 0
+    for group in LOOKALIKE_THINGS:
+        mean = v2[list(group)].mean(0)
+        np.testing.assert_allclose(v21[list(group)], mean + (1 - strength) * (v2[list(group)] - mean), atol=1e-3)
+        for a in group:
+            for b in group:
+                if a < b:
+                    assert np.linalg.norm(source[a] - source[b]) > 70  # distinct in the rendered source
+    grouped = [c for group in LOOKALIKE_THINGS for c in group]
+    assert not set(grouped) & {c for pair in LOOKALIKE_PAIRS for c in pair}
+    others = [c for c in range(19) if c not in grouped]
+    np.testing.assert_array_equal(v21[others], v2[others])
+    distances = np.linalg.norm(v21[:, None] - v21[None], axis=-1)[np.triu_indices(19, 1)]
+    assert distances.min() > 5  # drawn together, never identical: the oracle can still tell them apart
+
+
 def test_a_longer_focal_length_makes_objects_larger() -> None:
     """Focal 1.25 (a narrower field of view) enlarges things at the same depth: more thing pixels per image."""
 
@@ -107,15 +139,18 @@ def test_unknown_version_and_knobs_of_a_newer_version_are_config_errors(tmp_path
         generate(tmp_path / "x", version="9.9", **SMALL)
     with pytest.raises(ConfigError, match=r"has no knobs \['focal', 'lookalike'\]"):
         generate(tmp_path / "y", target=TARGET_V2, **SMALL)
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(ConfigError, match=r"version 2\.0 has no knobs \['lookalike_things'\]"):
+        generate(tmp_path / "z", target=TARGET_V21, version="2.0", **SMALL)
+    assert not any((tmp_path / name).exists() for name in "xyz")
 
 
 def test_cli_selects_the_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["data", "synthcity", "--out", str(tmp_path / "v"), "--size", "64x32", "--no-progress"]
     counts = ["--num-source", "1", "--num-target-train", "1", "--num-target-val", "1"]
-    assert main([*base, *counts, "--generator-version", "2.0"]) == 0
-    assert "SynthCity 2.0 written" in capsys.readouterr().out
-    assert json.loads((tmp_path / "v" / "synthcity.json").read_text())["version"] == "2.0"
+    assert main([*base, *counts, "--generator-version", "2.1"]) == 0
+    assert "SynthCity 2.1 written" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "v" / "synthcity.json").read_text())
+    assert meta["version"] == "2.1" and meta["domains"]["target"]["style"]["lookalike_things"] == 0.6
     assert main([*base, *counts, "--generator-version", "3"]) == 2
     err = capsys.readouterr().err
     assert "generator version" in err and len(err.strip().splitlines()) == 1
