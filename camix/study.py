@@ -175,6 +175,15 @@ def is_finished(cfg: Config) -> bool:
     return RunDir(Path(cfg.out_dir)).is_finished(cfg.train.iterations) and same_config(cfg)
 
 
+def unfinished_init(study: StudyConfig, name: str, seed: int, cfg: Config) -> str | None:
+    """The initialisation run that ``cfg`` starts from, when it has not finished (another process is training it)."""
+    inits = ([PRETRAIN] if study.pretrain is not None else []) + list(init_runs(study))
+    for init in inits:
+        if init != name and cfg.model.pretrained == str(run_dir(study, init, seed) / "checkpoints" / "last.pt"):
+            return None if is_finished(run_config(study, init, seed)) else init
+    return None
+
+
 def continue_run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg`` in its ``out_dir``: resume the run there, or move it aside first when its config differs."""
     from camix.train import train
@@ -218,6 +227,10 @@ def run_study(
     for index, (name, seed, cfg) in enumerate(jobs, 1):
         if is_finished(cfg) or only_report:
             print(f"[{index}/{len(jobs)}] {name} seed {seed}: done before")
+            continue
+        waiting = unfinished_init(study, name, seed, cfg)
+        if waiting is not None:  # never start from a half-trained initialisation
+            print(f"[{index}/{len(jobs)}] {name} seed {seed}: skipped, {waiting} seed {seed} is not finished")
             continue
         t0 = time.perf_counter()
         try:

@@ -210,3 +210,22 @@ def test_a_run_another_process_is_training_is_skipped_and_left_out(
     assert "| 1 |" in camix_row  # one finished seed of camix in the table
     assert main(["study", str(study_file), "--no-progress"]) == 0  # the lock is gone: the run is trained now
     assert "camix seed 1: mIoU19" in capsys.readouterr().out
+
+
+def test_runs_wait_for_a_pretrain_another_process_is_training(
+    synthcity_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run never starts from a half-trained initialisation: the runs of that seed are skipped, not started."""
+    from camix.runlock import RunLock
+
+    study_file = write_study(tmp_path, synthcity_root)
+    with RunLock(tmp_path / "runs" / "pretrain_seed1"):
+        assert main(["study", str(study_file), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain seed 1: skipped, being trained by another process" in out
+    for name in ("source_only", "oracle", "camix"):
+        assert f"{name} seed 1: skipped, pretrain seed 1 is not finished" in out
+        assert not (tmp_path / "runs" / f"{name}_seed1").exists()
+    assert len(re.findall(r"\[\d/8\] \w+ seed 0: mIoU19", out)) == 4  # seed 0 trained in full
+    assert main(["study", str(study_file), "--no-progress"]) == 0
+    assert len(re.findall(r"seed 1: mIoU19", capsys.readouterr().out)) == 4
