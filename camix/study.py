@@ -113,6 +113,11 @@ def run_dir(study: StudyConfig, name: str, seed: int) -> Path:
 PRETRAIN = "pretrain"
 
 
+def init_checkpoint(study: StudyConfig, init: str, seed: int) -> Path:
+    """The checkpoint of initialisation run ``init`` that the other runs of ``seed`` start from."""
+    return run_dir(study, init, seed) / "checkpoints" / "last.pt"
+
+
 def init_runs(study: StudyConfig) -> dict[str, str]:
     """The initialisation runs of ``study.pretrains``: run name ``pretrain_<model>`` -> config file."""
     return {f"{PRETRAIN}_{model}": file for model, file in study.pretrains.items()}
@@ -148,7 +153,7 @@ def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
     extra = []
     init = init_run(study, base.model.name)
     if name != PRETRAIN and name not in init_runs(study) and init is not None and base.model.pretrained is not None:
-        extra.append(f"model.pretrained={run_dir(study, init, seed) / 'checkpoints' / 'last.pt'}")
+        extra.append(f"model.pretrained={init_checkpoint(study, init, seed)}")
     for key in ("source", "target", "val"):
         dataset = getattr(base.data, key)
         if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
@@ -179,7 +184,7 @@ def unfinished_init(study: StudyConfig, name: str, seed: int, cfg: Config) -> st
     """The initialisation run that ``cfg`` starts from, when it has not finished (another process is training it)."""
     inits = ([PRETRAIN] if study.pretrain is not None else []) + list(init_runs(study))
     for init in inits:
-        if init != name and cfg.model.pretrained == str(run_dir(study, init, seed) / "checkpoints" / "last.pt"):
+        if init != name and cfg.model.pretrained == str(init_checkpoint(study, init, seed)):
             return None if is_finished(run_config(study, init, seed)) else init
     return None
 
