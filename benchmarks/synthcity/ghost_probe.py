@@ -34,7 +34,7 @@ _consistency_loss = Fn.consistency_loss
 def classmix_without_ghosts(ctx: methods.StepContext, view: methods.TeacherView, source: dict, target: dict) -> Tensor:
     """The DACS mask; remembers the ghost pixels (kept target under an unpasted source thing) for the loss."""
     if ctx.cfg.augment.flip:  # the flip would move the mask but not the remembered ghosts
-        raise SystemExit("ghost_probe: set augment.flip=false (the SynthCity configs have it off)")
+        raise SystemExit("ghost_probe: set method.augment.flip=false (the SynthCity configs have it off)")
     keep = methods.classmix(ctx, view, source, target)
     things = torch.tensor(GHOST_CLASSES, device=keep.device)
     _pending.append(keep & torch.isin(source["label"], things))
