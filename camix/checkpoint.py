@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
-from camix.config import Config, config_from_tree, load_config
+from camix.config import Config, ModelConfig, config_from_tree, load_config
 from camix.config_tree import to_dict
 from camix.errors import CheckpointError
 from camix.io import atomic_torch_save, atomic_write_bytes
 from camix.models import build_model
 from camix.models.weights import numpy_safe_globals
+from camix.rundir import MetricsLog, RunDir
 
 FORMAT = "camix-checkpoint/1"
 LOG = logging.getLogger("camix.checkpoint")
@@ -100,15 +101,27 @@ def find_resume(run_dir: str | Path) -> Path | None:
     return None
 
 
-def check_compatible(state: dict[str, Any], model_cfg: dict[str, Any], path: str | Path) -> None:
+def check_compatible(state: dict[str, Any], model_cfg: ModelConfig, path: str | Path) -> None:
     """Refuse a checkpoint made for another network or class count."""
     saved = state.get("config", {}).get("model", {})
     for key in ("name", "num_classes", "aspp_branches"):
-        if key in saved and saved[key] != model_cfg.get(key):
+        if key in saved and saved[key] != getattr(model_cfg, key):
             raise CheckpointError(
                 f"checkpoint {path} was trained with model.{key}={saved[key]!r}, but the config says "
-                f"{model_cfg.get(key)!r}; use the matching config or --set model.{key}={saved[key]}"
+                f"{getattr(model_cfg, key)!r}; use the matching config or --set model.{key}={saved[key]}"
             )
+
+
+def check_resume(resume: str | None, model_cfg: ModelConfig) -> None:
+    """``--resume`` is ``auto``, nothing, or a loadable checkpoint of the network ``model_cfg`` (read once here)."""
+    if resume is None or resume == "auto":
+        return
+    path = Path(resume)
+    if path.is_dir():
+        raise CheckpointError(f"--resume {resume}: a folder; give a checkpoint file (e.g. {path}/last.pt) or 'auto'")
+    if not path.is_file():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint file; give an existing .pt file or 'auto'")
+    check_compatible(load_checkpoint(path), model_cfg, path)
 
 
 # ----- loading for inference ----------------------------------------------------------------------------------
@@ -190,7 +203,7 @@ def load_for_inference(
 
 def network_from_state(cfg: Config, state: dict[str, Any], path: str | Path, *, teacher: bool) -> torch.nn.Module:
     """The student (or teacher) network of a loaded checkpoint, on the CPU, in eval mode."""
-    check_compatible(state, to_dict(cfg.model), path)
+    check_compatible(state, cfg.model, path)
     key = "teacher" if teacher else "model"
     if state.get(key) is None:
         raise CheckpointError(
@@ -278,6 +291,39 @@ def training_state(
         "rng": rng,
         **progress.as_dict(seconds),
     }
+
+
+def resume_training(
+    resume: str | None,
+    run: RunDir,
+    log: MetricsLog,
+    model_cfg: ModelConfig,
+    *,
+    model: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> tuple[Progress, list[dict[str, Any]] | None]:
+    """Continue a run: load ``resume``'s (``auto``: the newest good checkpoint in ``run``) weights, optimiser and
+    counters in place, cut the metrics log back to its iteration, and take the best score from the evaluations
+    logged at it. Returns the counters and the checkpoint's per-rank RNG states (restored once the data is built);
+    fresh counters and None for a new run, or when ``auto`` finds no checkpoint."""
+    if resume is None:
+        return Progress(), None
+    path = find_resume(run.path) if resume == "auto" else Path(resume)
+    if path is None:
+        LOG.info("--resume auto: no checkpoint in %s, starting from scratch", run.path)
+        return Progress(), None
+    state = load_checkpoint(path)
+    check_compatible(state, model_cfg, path)
+    load_training_state(state, path, model=model, teacher=teacher, optimizer=optimizer, scaler=scaler)
+    counters = Progress.from_state(state)
+    log.truncate_after(counters.iteration)
+    for record in run.evals():  # an evaluation at the checkpoint's iteration ran after it was saved
+        if record["eval/miou19"] > counters.best["miou19"]:
+            counters.best = {"miou19": record["eval/miou19"], "iteration": record["iteration"]}
+    LOG.info("resumed from %s at iteration %d", path, counters.iteration)
+    return counters, list(state.get("rng", []))
 
 
 def load_training_state(

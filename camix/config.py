@@ -12,20 +12,20 @@ conversion are :mod:`camix.config_tree`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-
 from camix.config_tree import (  # re-exported: the config API is camix.config
     apply_overrides,
     from_dict,
     merge_all,
-    to_dict,
     yaml_chain,
 )
+from camix.config_tree import dump_config as dump_config  # re-exported
+from camix.config_tree import to_dict as to_dict  # re-exported
 from camix.errors import ConfigError
 from camix.validation import (
     ClassIds,
@@ -37,8 +37,9 @@ from camix.validation import (
     PositiveSize,
     Probability,
     Range,
+    check_ranges,
     describe_origins,
-    validate_config,
+    show_value,
 )
 
 
@@ -285,6 +286,73 @@ def config_from_tree(
     return cfg
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML text (loadable again with :func:`load_config`)."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+# ----- the rules that relate several fields --------------------------------------------------------------------
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def validate_config(cfg: Config) -> None:
+    """Every range and every cross-field rule of a run's config."""
+    check_ranges(cfg, num_classes=cfg.model.num_classes)
+    check_rules(cfg)
+
+
+def check_rules(cfg: Config) -> None:
+    """The rules that relate several fields of a run's config (each one raises a :class:`ConfigKeyError`).
+
+    What a method needs of the rest of the config (a target dataset, a teacher) is checked with the method
+    registry, above this layer: :func:`camix.methods.check_method_config`, called by :mod:`camix.preflight`.
+    The value ranges are declared on the fields (:func:`camix.validation.check_ranges`).
+    """
+    method, train = cfg.method, cfg.train
+    if not cfg.out_dir.strip():
+        raise ConfigKeyError("config key 'out_dir' is empty; name the run directory (--set out_dir=runs/x)", "out_dir")
+    optim = cfg.optim
+    if optim.duplicate_backbone_params and (optim.optimizer != "sgd" or optim.norm_weight_decay is not None):
+        raise ConfigKeyError(
+            "config key 'optim.duplicate_backbone_params': true reproduces the released SGD; it needs "
+            f"optim.optimizer=sgd (got {optim.optimizer}) and optim.norm_weight_decay=null (got "
+            f"{optim.norm_weight_decay})",
+            "optim.duplicate_backbone_params",
+            "optim.optimizer",
+        )
+    if optim.duplicate_backbone_params and train.amp == "fp16":
+        raise ConfigKeyError(
+            "config key 'optim.duplicate_backbone_params': true cannot train with train.amp=fp16 (the gradient "
+            "scaler would unscale a duplicated weight's gradient once per copy); use train.amp=bf16 or none",
+            "optim.duplicate_backbone_params",
+            "train.amp",
+        )
+    low, high = method.augment.blur_sigma
+    if low > high:
+        raise ConfigKeyError(
+            f"config key 'method.augment.blur_sigma': [{low:g}, {high:g}] must be [low, high] with low <= high",
+            "method.augment.blur_sigma",
+        )
+    if not DEVICE_PATTERN.fullmatch(train.device):
+        raise ConfigKeyError(
+            f"config key 'train.device': {train.device!r} is not a device; use auto, cpu, cuda or cuda:N",
+            "train.device",
+        )
+    _check_crop(cfg)
+
+
+def _check_crop(cfg: Config) -> None:
+    """Training crops fit inside the resized training images (when their size is fixed by ``size``)."""
+    crop = cfg.data.crop
+    for name in ("source", "target"):
+        dataset = getattr(cfg.data, name)
+        if dataset is None:
+            continue
+        if dataset.label_size == "native":
+            raise ConfigKeyError(
+                f"config key 'data.{name}.label_size': 'native' cannot be combined with training crops; use 'image'",
+                f"data.{name}.label_size",
+            )
+        if dataset.size is not None and (crop[0] > dataset.size[0] or crop[1] > dataset.size[1]):
+            raise ConfigKeyError(
+                f"config key 'data.crop': {show_value(crop)} is larger than the resized {name} images "
+                f"(data.{name}.size={show_value(dataset.size)}); it must be at most "
+                f"{dataset.size[0]}x{dataset.size[1]}",
+                "data.crop",
+                f"data.{name}.size",
+            )

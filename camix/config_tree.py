@@ -261,3 +261,8 @@ def _replace_nested(obj: Any, changes: Mapping[str, Any]) -> Any:
         is_nested = isinstance(value, Mapping) and dataclasses.is_dataclass(current)
         updates[name] = _replace_nested(current, value) if is_nested else value
     return dataclasses.replace(obj, **updates)
+
+
+def dump_config(cfg: Any) -> str:
+    """A resolved config (a config dataclass) as YAML text, loadable again with ``camix.config.load_config``."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -38,10 +38,11 @@ from torch import Tensor, nn
 
 from camix import functional as Fn
 from camix.augment import StrongAugment
-from camix.config import MethodConfig
+from camix.config import Config, MethodConfig
 from camix.data.batch import Batch
 from camix.labels import IGNORE_INDEX
 from camix.models.batchnorm import chunked_batch_stats
+from camix.validation import ConfigKeyError
 
 
 @dataclass
@@ -77,10 +78,12 @@ class MixedBatch:
 
 @dataclass
 class StepOutput:
-    """Named losses (summed by the loop, logged as ``loss/<name>``) and, for a mixing step, its mixed batch."""
+    """Named losses (summed by the loop, logged as ``loss/<name>``), for a mixing step its mixed batch, and the
+    tiles of the debug panel: caption -> a tensor of the batch's first image (``camix.visualize.debug_panel``)."""
 
     losses: dict[str, Tensor]
     mixed: MixedBatch | None = None
+    tiles: dict[str, Tensor] = field(default_factory=dict)
 
 
 def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
@@ -96,12 +99,13 @@ def source_only(ctx: StepContext, source: Batch, target: Batch | None = None) ->
     blur): the diagnostic row that shows how much of the domain gap augmentation alone removes.
     """
     image, fd = source["image"], ctx.cfg.feature_distance
+    tiles = {"source": source["image"][0], "source label": source["label"][0]}
     if ctx.cfg.augment_source:
         image = ctx.augment(image)
     if ctx.imagenet is None or fd.weight <= 0:
         with ctx.autocast():
             logits = upsampled_logits(ctx.student, image)
-        return StepOutput({"seg": F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)})
+        return StepOutput({"seg": F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)}, tiles=tiles)
     with ctx.autocast():
         raw, features = ctx.student(image, return_features=True)
         with torch.no_grad():
@@ -111,7 +115,7 @@ def source_only(ctx: StepContext, source: Batch, target: Batch | None = None) ->
     distance = Fn.thing_feature_distance(
         features.float(), imagenet_features.float(), source["label"], fd.classes, fd.min_ratio, ctx.num_classes
     )
-    return StepOutput({"seg": loss, "fd": fd.weight * distance})
+    return StepOutput({"seg": loss, "fd": fd.weight * distance}, tiles=tiles)
 
 
 def active_mix(cfg: MethodConfig, iteration: int) -> str:
@@ -293,7 +297,20 @@ def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepO
         con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
     out.losses["con"] = cfg.lambda_con * con
     out.mixed = MixedBatch(image.detach(), mask, label, sig, view.pseudo, weight)
+    out.tiles.update(mixed_tiles(target, out.mixed))
     return out
+
+
+def mixed_tiles(target: Batch, mixed: MixedBatch) -> dict[str, Tensor]:
+    """The debug panel's tiles of a mixing step (the paper's Figure 2), for the batch's first image."""
+    return {
+        "target": target["image"][0],
+        "mixed image": mixed.image[0],
+        "contextual mask M": mixed.mask[0],
+        "mixed label Y_M": mixed.label[0],
+        "significance U_M": mixed.significance[0],
+        "teacher pseudo-label": mixed.pseudo_label[0],
+    }
 
 
 def maybe_flip(ctx: StepContext, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -327,6 +344,35 @@ METHODS: dict[str, Method] = {
 def method_of(cfg: MethodConfig) -> Method:
     """The record of ``method.name``."""
     return METHODS[cfg.name]
+
+
+def check_method_config(cfg: Config) -> None:
+    """What the method of ``cfg`` needs of the rest of the config; a :class:`ConfigKeyError` naming the keys.
+
+    The config layer checks values and their relations; these rules read the registry, so they live with it
+    (``camix.preflight`` runs them before a run starts, with the other checks of a training config).
+    """
+    method, needs = cfg.method, method_of(cfg.method)
+    if MIXES[method.mix].mixes and method.warmup_iterations > cfg.train.iterations:
+        raise ConfigKeyError(
+            f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "
+            f"<= train.iterations={cfg.train.iterations}",
+            "method.warmup_iterations",
+            "train.iterations",
+        )
+    if needs.target and cfg.data.target is None:
+        raise ConfigKeyError(
+            f"config key 'data.target': null, but method.name={method.name} needs an unlabelled target dataset; "
+            "set data.target (name, root, split)",
+            "data.target",
+            "method.name",
+        )
+    if not needs.teacher and cfg.eval.model == "teacher":
+        raise ConfigKeyError(
+            f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",
+            "eval.model",
+            "method.name",
+        )
 
 
 def uses_prior(cfg: MethodConfig) -> bool:

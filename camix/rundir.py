@@ -26,9 +26,12 @@ from typing import Any
 
 import yaml
 
-from camix.errors import RunDirError
+from camix.config import Config
+from camix.config_tree import dump_config
+from camix.errors import CamixError, RunDirError, RunInUse
 from camix.io import atomic_write_text
 from camix.runlock import LOCK, RunLock
+from camix.runtime import Dist, all_gather_objects
 
 LOG = logging.getLogger("camix.rundir")
 
@@ -235,6 +238,28 @@ def claim(folder: str | Path, config_text: str, *, resume: str | None, restart: 
         lock.release()
         raise
     return run, lock
+
+
+def claim_run(
+    cfg: Config, info: Dist, *, resume: str | None = None, restart: bool = False
+) -> tuple[RunDir, RunLock | None]:
+    """:func:`claim` of ``cfg.out_dir`` (saving ``cfg`` as its ``config.yaml``) on rank 0 of a (possibly distributed)
+    run; every rank raises the same one-line error.
+
+    Returns the run directory and, on rank 0, its lock (held until :meth:`RunLock.release`).
+    """
+    lock, error, folder = None, None, cfg.out_dir
+    if info.is_main:
+        text = dump_config(cfg)
+        try:
+            _, lock = claim(folder, text, resume=resume, restart=restart)
+        except CamixError as exc:
+            error = (isinstance(exc, RunInUse), str(exc))
+    error = all_gather_objects(error, info)[0]
+    if error is not None:
+        in_use, message = error
+        raise (RunInUse if in_use else RunDirError)(message)
+    return RunDir(Path(folder)), lock
 
 
 # ----- writing ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Process-level runtime: device choice, seeding, RNG state capture, and torchrun (DDP) setup."""
+"""Process-level runtime: device choice, seeding, RNG state capture, torchrun (DDP) setup, and stop signals."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import logging
 import os
 import random
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType, TracebackType
 from typing import Any
 
 import numpy as np
@@ -156,6 +159,25 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def start_process(
+    device: str, *, timeout: float, threads: int | None, cudnn_benchmark: bool, seed: int
+) -> tuple[Dist, torch.device]:
+    """Set up this process for a run: join torchrun's group (when launched by it), pick this rank's device, set
+    torch's CPU threads and cuDNN's autotuning, and seed every RNG (the same initial weights on every rank).
+
+    Args:
+        device: ``train.device``; timeout: ``train.dist_timeout``; threads: ``train.threads`` (None: torch's
+            default); cudnn_benchmark: ``train.cudnn_benchmark``; seed: the run's seed.
+    """
+    info = init_distributed(device, timeout)
+    chosen = select_device(device, info)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    seed_everything(seed)
+    return info, chosen
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and all CUDA devices)."""
     random.seed(seed)
@@ -218,3 +240,46 @@ def restore_rank_rng(states: list[dict[str, Any]], generator: torch.Generator, i
     set_rng_state(mine["global"])
     generator.set_state(mine["generator"])
     return True
+
+
+def barrier(info: Dist) -> None:
+    """Wait for every rank (no-op without DDP)."""
+    if info.enabled:
+        dist.barrier()
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a request to stop after the current iteration; a second SIGINT aborts.
+
+    With ``parent`` (the launcher's PID under torchrun), :meth:`poll` also turns the launcher's exit into a
+    request: workers orphaned by a killed ``torchrun`` save and stop instead of writing on.
+    """
+
+    def __init__(self, parent: int | None = None) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self.parent = parent
+        self._previous: dict[int, Any] = {}
+
+    def poll(self) -> bool:
+        """Whether a stop was requested (checking the launcher first)."""
+        if self.parent is not None and not self.requested and os.getppid() != self.parent:
+            self.requested, self.signal_name = True, "the exit of the torchrun launcher"
+            LOG.warning("the launcher (PID %d) exited: saving a checkpoint and stopping", self.parent)
+        return self.requested
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+        LOG.warning("%s received: finishing this iteration, then saving a checkpoint", self.signal_name)
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

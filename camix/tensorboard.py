@@ -9,11 +9,26 @@ Needs the ``tensorboard`` package (``pip install 'camix[tensorboard]'``).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from camix.validation import ConfigKeyError
+
+TENSORBOARD_HINT = "pip install 'camix[tensorboard]'"
+
+
+def check_tensorboard(enabled: bool) -> None:
+    """``train.tensorboard: true`` needs the tensorboard package; a ConfigKeyError naming the key otherwise."""
+    if enabled and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigKeyError(
+            f"config key 'train.tensorboard': true, but the tensorboard package is not installed; {TENSORBOARD_HINT} "
+            "or set train.tensorboard=false",
+            "train.tensorboard",
+        )
 
 
 class TensorBoardLog:

@@ -8,58 +8,42 @@ check, so the newest checkpoint on disk is always a good one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from camix.checkpoint import (
-    Progress,
-    check_compatible,
-    find_resume,
-    load_checkpoint,
-    load_training_state,
-    save_best,
-    save_checkpoint,
-    training_state,
-)
+from camix.checkpoint import save_best, save_checkpoint, training_state
 from camix.config import Config
 from camix.config_tree import to_dict
 from camix.data.batch import Batch, to_device
 from camix.errors import DataError, NonFiniteLoss
 from camix.evaluate import evaluate_distributed, evaluation_failure
 from camix.methods import StepOutput, method_of
-from camix.optim import build_optimizer, poly_lr_
-from camix.preflight import check_resume, preflight
-from camix.rundir import MetricsLog, resume_command, resume_hint, scores_of
+from camix.optim import poly_lr_
+from camix.preflight import preflight
+from camix.rundir import claim_run, resume_command, resume_hint, scores_of
 from camix.rundir import io_errors as io_errors_of
 from camix.runtime import (
-    Dist,
+    StopSignal,
     all_gather_objects,
     all_reduce_,
     guard_collectives,
-    init_distributed,
     is_collective_failure,
-    restore_rank_rng,
     rng_state,
-    seed_everything,
-    select_device,
+    start_process,
 )
 from camix.step import logged_values, optimisation_step
 from camix.tensorboard import TensorBoardLog
-from camix.train_setup import build_data, build_networks
-from camix.train_support import (
-    StopSignal,
-    prepare_run_dir,
-    save_debug_panel,
-)
-from camix.validation import validate_config
+from camix.train_setup import build_run
+from camix.visualize import debug_panel
 
 LOG = logging.getLogger("camix.train")
 
@@ -72,59 +56,37 @@ class Trainer:
 
     def __init__(self, cfg: Config, *, resume: str | None = None, restart: bool = False, progress: bool = True) -> None:
         self.cfg, self.show_progress = cfg, progress
-        self.dist: Dist = init_distributed(cfg.train.device, cfg.train.dist_timeout)
-        self.device = select_device(cfg.train.device, self.dist)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-        seed_everything(cfg.seed)  # the same initial weights on every rank
-        validate_config(cfg)  # bad values and missing files are refused before the run directory is touched
-        preflight(cfg)
-        check_resume(resume, cfg)
+        preflight(cfg, resume)  # bad values and missing files are refused before the run directory is touched
+        engine = cfg.train
+        self.dist, self.device = start_process(  # the global seed: the same initial weights on every rank
+            engine.device,
+            timeout=engine.dist_timeout,
+            threads=engine.threads,
+            cudnn_benchmark=engine.cudnn_benchmark,
+            seed=cfg.seed,
+        )
         self.board = TensorBoardLog(None)  # replaced once the run directory and the start iteration are known
-        self.run, self.lock = prepare_run_dir(cfg, self.dist, resume=resume, restart=restart)
-        try:
+        self.run, self.lock = claim_run(cfg, self.dist, resume=resume, restart=restart)
+        self.run_dir, self.leg_start = self.run.path, time.perf_counter()
+        with self._closed_on_error():
             self._setup(resume)
+
+    @contextlib.contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """Release the run directory (and close the log) when building the run fails."""
+        try:
+            yield
         except BaseException:
             self.close()
             raise
 
     def _setup(self, resume: str | None) -> None:
-        """Build the run's state. The order is part of the behaviour (resume is bit-exact because of it):
-
-        1. the global seed before the models (``__init__``): the same initial weights on every rank;
-        2. the teacher copied before the SyncBatchNorm conversion, loaded after DDP's broadcast (``build_networks``);
-        3. the step generator after the models; resume before the data: the loaders start at the resumed batch;
-        4. the global RNGs re-seeded, then restored from the checkpoint, after the data: building loaders and the
-           prior draws from them.
-        """
-        cfg = self.cfg
-        self.run_dir = self.run.path
-        self.log = MetricsLog(self.run, enabled=self.dist.is_main)
-        self.leg_start = time.perf_counter()
-        nets = build_networks(cfg, self.device, self.dist)
-        self.model, self.student, self.teacher = nets.model, nets.student, nets.teacher
-        self.optimizer = build_optimizer(self.model, cfg.optim, cfg.train.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1009 + self.dist.rank)
-        self.counters = Progress()
-        with self._io_errors():
-            rng_states = self._resume(resume)  # ORDER: before build_data (the loaders' start batch)
-            board = self.run_dir / "tensorboard" if cfg.train.tensorboard and self.dist.is_main else None
-            self.board = TensorBoardLog(board, purge_step=self.iteration + 1)  # events after the start: this run's
-            self.source_iter, self.target_iter, self.context = build_data(
-                cfg,
-                nets,
-                self.generator,
-                start_batch=self.iteration,
-                run_dir=self.run_dir,
-                device=self.device,
-                dist=self.dist,
-            )
-        # Setup (loaders, prior) may draw from the global RNGs: start the loop from a known state.
-        seed_everything(cfg.seed + self.dist.rank)
-        if rng_states is not None:  # ORDER: after build_data and the re-seed
-            restore_rank_rng(rng_states, self.generator, self.dist)
+        """Build (or restore) the run's state (:func:`camix.train_setup.build_run`) and hold its parts."""
+        state = build_run(self.cfg, self.run, self.device, self.dist, resume)
+        self.model, self.student, self.teacher = state.nets.model, state.nets.student, state.nets.teacher
+        self.optimizer, self.scaler, self.generator = state.optimizer, state.scaler, state.generator
+        self.counters, self.context, self.log, self.board = state.counters, state.context, state.log, state.board
+        self.source_iter, self.target_iter = state.source, state.target
 
     @property
     def iteration(self) -> int:
@@ -138,27 +100,6 @@ class Trainer:
             self.lock.release()
 
     # ----- checkpoints --------------------------------------------------------------------------------
-    def _resume(self, resume: str | None) -> list[dict[str, Any]] | None:
-        """Load a checkpoint's weights, optimiser and counters; returns its RNG states (restored later)."""
-        if resume is None:
-            return None
-        path = find_resume(self.run_dir) if resume == "auto" else Path(resume)
-        if path is None:
-            LOG.info("--resume auto: no checkpoint in %s, starting from scratch", self.run_dir)
-            return None
-        state = load_checkpoint(path)
-        check_compatible(state, to_dict(self.cfg.model), path)
-        load_training_state(
-            state, path, model=self.model, teacher=self.teacher, optimizer=self.optimizer, scaler=self.scaler
-        )
-        self.counters = counters = Progress.from_state(state)
-        self.log.truncate_after(counters.iteration)
-        for record in self.run.evals():  # an evaluation at the checkpoint's iteration ran after it was saved
-            if record["eval/miou19"] > counters.best["miou19"]:
-                counters.best = {"miou19": record["eval/miou19"], "iteration": record["iteration"]}
-        LOG.info("resumed from %s at iteration %d", path, counters.iteration)
-        return list(state.get("rng", []))
-
     def _seconds(self) -> float:
         """Wall seconds of this run so far, over every resumed leg (up to each leg's last checkpoint)."""
         return self.counters.seconds_before + time.perf_counter() - self.leg_start
@@ -301,7 +242,7 @@ class Trainer:
 
     def _debug_panel(self, source: Batch, target: Batch | None, out: StepOutput) -> None:
         panel = self.run_dir / "debug" / f"iter_{self.iteration:07d}.png"
-        save_debug_panel(panel, source, target, out.mixed)
+        debug_panel(panel, out.tiles)
         self.board.image("debug/panel", panel, self.iteration)
 
     def _log(self, sums: dict[str, torch.Tensor], count: int, *, lr: float, seconds: float, bar: tqdm) -> None:

@@ -1,7 +1,6 @@
-"""The training run's construction as builders that return values: the networks, then the data and step context.
-
-``Trainer`` (:mod:`camix.train`) calls them in an order that is part of the behaviour (see ``Trainer._setup``).
-"""
+"""The training run's construction: :func:`build_run` returns everything the loop holds, built in an order that is
+part of the behaviour (resume is bit-exact because of it); :func:`build_networks` and :func:`build_data` are its
+two builders (the speed benchmarks call them too)."""
 
 from __future__ import annotations
 
@@ -16,12 +15,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from camix.checkpoint import Progress, resume_training
 from camix.config import Config
+from camix.data.loaders import train_streams
+from camix.data.prior import run_prior
 from camix.errors import ConfigError
 from camix.methods import StepContext, build_context, method_of, uses_prior
-from camix.models import build_model, load_pretrained
-from camix.runtime import Dist
-from camix.train_support import build_train_iterators, frozen_copy, load_or_build_prior, set_teacher_mode_
+from camix.models import build_model, frozen_copy, load_pretrained, set_teacher_mode_
+from camix.optim import build_optimizer
+from camix.rundir import MetricsLog, RunDir, io_errors
+from camix.runtime import Dist, restore_rank_rng, seed_everything
+from camix.tensorboard import TensorBoardLog
 
 
 def autocast_factory(device: torch.device, amp: str) -> Any:
@@ -91,13 +95,19 @@ def build_data(
     dist: Dist,
 ) -> tuple[Any, Any, StepContext]:
     """The source and target batch iterators (from batch ``start_batch``) and the step context (with the prior)."""
-    source, target, target_size = build_train_iterators(
-        cfg, dist, start_batch=start_batch, pin_memory=device.type == "cuda"
+    streams = train_streams(
+        cfg.data,
+        seed=cfg.seed,
+        with_target=method_of(cfg.method).target,
+        info=dist,
+        start_batch=start_batch,
+        run_dir=run_dir,
+        pin_memory=device.type == "cuda",
     )
     prior = None
     if uses_prior(cfg.method):
-        assert target_size is not None
-        prior = load_or_build_prior(cfg, target_size, run_dir, dist).to(device)
+        assert streams.target_size is not None
+        prior = run_prior(cfg.data, streams.target_size, cfg.model.num_classes, run_dir, dist).to(device)
     context = build_context(
         cfg.method,
         student=nets.student,
@@ -110,4 +120,58 @@ def build_data(
         autocast=autocast_factory(device, cfg.train.amp),
         imagenet=nets.imagenet,
     )
-    return source, target, context
+    return streams.source, streams.target, context
+
+
+@dataclass
+class RunState:
+    """What the training loop holds: the networks, optimiser and scaler, the step generator and context, the counters,
+    the endless batch streams, and the run's logs."""
+
+    nets: Networks
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    counters: Progress
+    source: Any
+    target: Any
+    context: StepContext
+    log: MetricsLog
+    board: TensorBoardLog
+
+
+def build_run(cfg: Config, run: RunDir, device: torch.device, dist: Dist, resume: str | None) -> RunState:
+    """Build (or, with ``resume``, restore) a run's state. The order is part of the behaviour:
+
+    1. the global seed before the models (:func:`camix.runtime.start_process`): the same weights on every rank;
+    2. the teacher copied before the SyncBatchNorm conversion, loaded after DDP's broadcast (:func:`build_networks`);
+    3. the step generator after the models; resume before the data: the streams start at the resumed batch;
+    4. the global RNGs re-seeded, then restored from the checkpoint, after the data: building the streams and the
+       prior draws from them.
+    """
+    log = MetricsLog(run, enabled=dist.is_main)
+    nets = build_networks(cfg, device, dist)
+    optimizer = build_optimizer(nets.model, cfg.optim, cfg.train.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1009 + dist.rank)
+    with io_errors(run):
+        counters, rng_states = resume_training(  # ORDER: before build_data (the streams' start batch)
+            resume,
+            run,
+            log,
+            cfg.model,
+            model=nets.model,
+            teacher=nets.teacher,
+            optimizer=optimizer,
+            scaler=scaler,
+        )
+        events = run.path / "tensorboard" if cfg.train.tensorboard and dist.is_main else None
+        board = TensorBoardLog(events, purge_step=counters.iteration + 1)  # events after the start: this run's
+        source, target, context = build_data(
+            cfg, nets, generator, start_batch=counters.iteration, run_dir=run.path, device=device, dist=dist
+        )
+    # Setup (streams, prior) may draw from the global RNGs: start the loop from a known state.
+    seed_everything(cfg.seed + dist.rank)
+    if rng_states is not None:  # ORDER: after build_data and the re-seed
+        restore_rank_rng(rng_states, generator, dist)
+    return RunState(nets, optimizer, scaler, generator, counters, source, target, context, log, board)

@@ -1,29 +1,26 @@
-"""Allowed values of the config: ranges declared next to the fields, and the rules that relate several fields.
+"""Allowed values of a config: ranges declared next to the fields, and where a bad value came from.
 
 A field declares its range in its type, ``iterations: PositiveInt`` or ``Annotated[float, Range(0, 1)]``;
 :func:`check_ranges` walks any (nested) config dataclass and checks every annotated value, so a new field
-only needs its annotation. :func:`check_rules` holds the cross-field rules of :class:`camix.config.Config`.
-Both raise :class:`ConfigKeyError`, which names the keys involved so that the loader can add where each value
-came from (the YAML file, a ``--set`` override or the default). Nothing here builds or reads data.
+only needs its annotation. The rules that relate several fields of a run's config live with its schema
+(``camix.config.check_rules``). Both raise :class:`ConfigKeyError`, which names the keys involved so that the
+loader can add where each value came from (the YAML file, a ``--set`` override or the default,
+:func:`describe_origins`). Nothing here knows the schema, builds or reads data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
 from camix.errors import ConfigError
-
-if TYPE_CHECKING:
-    from camix.config import Config
 
 
 class ConfigKeyError(ConfigError):
@@ -83,8 +80,6 @@ NonNegativeFloat = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1)]
 PositiveSize = tuple[PositiveInt, PositiveInt]  # [width, height]
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
 
 # ----- ranges -------------------------------------------------------------------------------------------------
 def check_ranges(obj: Any, prefix: str = "", num_classes: int | None = None) -> None:
@@ -118,7 +113,8 @@ def _check_value(tp: Any, value: Any, key: str, shown: Any, num_classes: int | N
                 each = "each value " if shown is not value else ""
                 kind = "an integer" if isinstance(value, int) else "a number"
                 raise ConfigKeyError(
-                    f"config key '{key}': {_show(shown)} is out of range; {each}must be {kind} {mark.describe()}", key
+                    f"config key '{key}': {show_value(shown)} is out of range; {each}must be {kind} {mark.describe()}",
+                    key,
                 )
             if isinstance(mark, ClassIds) and num_classes is not None:
                 _check_class_ids(value, key, num_classes)
@@ -134,7 +130,7 @@ def _check_value(tp: Any, value: Any, key: str, shown: Any, num_classes: int | N
             _check_value(item_tp, item, key, shown, num_classes)
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigKeyError(f"config key '{key}': {_show(shown)} is not a finite number", key)
+        raise ConfigKeyError(f"config key '{key}': {show_value(shown)} is not a finite number", key)
 
 
 def _matches(tp: Any, value: Any) -> bool:
@@ -171,106 +167,20 @@ def _check_class_ids(value: Any, key: str, num_classes: int) -> None:
     for class_id in _class_ids(value):
         if not 0 <= class_id < num_classes:
             raise ConfigKeyError(
-                f"config key '{key}': class id {class_id} in {_show(value)} is out of range; class ids must be in "
+                f"config key '{key}': class id {class_id} in {show_value(value)} is out of range; class ids must be in "
                 f"[0, {num_classes}) (model.num_classes={num_classes})",
                 key,
                 "model.num_classes",
             )
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as the user would write it in YAML (tuples as lists)."""
     if isinstance(value, tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_show(k)}: {_show(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{show_value(k)}: {show_value(v)}" for k, v in value.items()) + "}"
     return repr(value)
-
-
-# ----- cross-field rules --------------------------------------------------------------------------------------
-def check_rules(cfg: Config) -> None:
-    """The rules that relate several fields of a run's config (each one raises a :class:`ConfigKeyError`)."""
-    method, data, train = cfg.method, cfg.data, cfg.train
-    if not cfg.out_dir.strip():
-        raise ConfigKeyError("config key 'out_dir' is empty; name the run directory (--set out_dir=runs/x)", "out_dir")
-    optim = cfg.optim
-    if optim.duplicate_backbone_params and (optim.optimizer != "sgd" or optim.norm_weight_decay is not None):
-        raise ConfigKeyError(
-            "config key 'optim.duplicate_backbone_params': true reproduces the released SGD; it needs "
-            f"optim.optimizer=sgd (got {optim.optimizer}) and optim.norm_weight_decay=null (got "
-            f"{optim.norm_weight_decay})",
-            "optim.duplicate_backbone_params",
-            "optim.optimizer",
-        )
-    if optim.duplicate_backbone_params and train.amp == "fp16":
-        raise ConfigKeyError(
-            "config key 'optim.duplicate_backbone_params': true cannot train with train.amp=fp16 (the gradient "
-            "scaler would unscale a duplicated weight's gradient once per copy); use train.amp=bf16 or none",
-            "optim.duplicate_backbone_params",
-            "train.amp",
-        )
-    from camix.methods import METHODS, MIXES  # deferred: the registry sits above the config layer, which it reads
-
-    if MIXES[method.mix].mixes and method.warmup_iterations > train.iterations:
-        raise ConfigKeyError(
-            f"config key 'method.warmup_iterations': {method.warmup_iterations} is longer than the run; it must be "
-            f"<= train.iterations={train.iterations}",
-            "method.warmup_iterations",
-            "train.iterations",
-        )
-    needs = METHODS[method.name]
-    if needs.target and data.target is None:
-        raise ConfigKeyError(
-            f"config key 'data.target': null, but method.name={method.name} needs an unlabelled target dataset; "
-            "set data.target (name, root, split)",
-            "data.target",
-            "method.name",
-        )
-    if not needs.teacher and cfg.eval.model == "teacher":
-        raise ConfigKeyError(
-            f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",
-            "eval.model",
-            "method.name",
-        )
-    low, high = method.augment.blur_sigma
-    if low > high:
-        raise ConfigKeyError(
-            f"config key 'method.augment.blur_sigma': [{low:g}, {high:g}] must be [low, high] with low <= high",
-            "method.augment.blur_sigma",
-        )
-    if not DEVICE_PATTERN.fullmatch(train.device):
-        raise ConfigKeyError(
-            f"config key 'train.device': {train.device!r} is not a device; use auto, cpu, cuda or cuda:N",
-            "train.device",
-        )
-    _check_crop(cfg)
-
-
-def _check_crop(cfg: Config) -> None:
-    """Training crops fit inside the resized training images (when their size is fixed by ``size``)."""
-    crop = cfg.data.crop
-    for name in ("source", "target"):
-        dataset = getattr(cfg.data, name)
-        if dataset is None:
-            continue
-        if dataset.label_size == "native":
-            raise ConfigKeyError(
-                f"config key 'data.{name}.label_size': 'native' cannot be combined with training crops; use 'image'",
-                f"data.{name}.label_size",
-            )
-        if dataset.size is not None and (crop[0] > dataset.size[0] or crop[1] > dataset.size[1]):
-            raise ConfigKeyError(
-                f"config key 'data.crop': {_show(crop)} is larger than the resized {name} images "
-                f"(data.{name}.size={_show(dataset.size)}); it must be at most {dataset.size[0]}x{dataset.size[1]}",
-                "data.crop",
-                f"data.{name}.size",
-            )
-
-
-def validate_config(cfg: Config) -> None:
-    """Every range and every cross-field rule of a run's config."""
-    check_ranges(cfg, num_classes=cfg.model.num_classes)
-    check_rules(cfg)
 
 
 # ----- where values came from ----------------------------------------------------------------------------------

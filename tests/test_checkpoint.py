@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from camix.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
+from camix.config import ModelConfig
 from camix.errors import CheckpointError
 
 
@@ -64,5 +65,5 @@ def test_bad_files_are_checkpoint_errors(tmp_path: Path, content: bytes | None) 
 
 def test_incompatible_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="num_classes=19"):
-        check_compatible(state(1), {"name": "deeplabv2_tiny", "num_classes": 16}, "ckpt.pt")
-    check_compatible(state(1), {"name": "deeplabv2_tiny", "num_classes": 19}, "ckpt.pt")
+        check_compatible(state(1), ModelConfig(name="deeplabv2_tiny", num_classes=16), "ckpt.pt")
+    check_compatible(state(1), ModelConfig(name="deeplabv2_tiny", num_classes=19), "ckpt.pt")

@@ -10,13 +10,14 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import pytest
 import torch
 
-from camix.config import Config, load_config
+from camix.config import Config, load_config, validate_config
 from camix.config_tree import replace
 from camix.errors import ConfigError
+from camix.methods import check_method_config
 from camix.preflight import preflight
 from camix.study import load_study
 from camix.train import Trainer
-from camix.validation import ClassIds, ConfigKeyError, Range, check_ranges, validate_config
+from camix.validation import ClassIds, ConfigKeyError, Range, check_ranges
 
 
 def numeric_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
@@ -68,7 +69,7 @@ def test_every_packaged_config_is_valid() -> None:
     configs = sorted(Path("camix/configs").glob("*/*.yaml"))
     assert len(configs) >= 25
     for path in configs:
-        if path.stem.startswith(("study", "calibrate")):  # study files: their own schema, checked when loaded
+        if path.stem.startswith("study"):  # study files: their own schema, checked when loaded
             load_study(path)
         else:
             validate_config(load_config(path))
@@ -93,7 +94,7 @@ def test_the_message_says_where_the_value_came_from(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\(set by --set optim=\{lr: -2\}\)$"):
         load_config(other, ["train.iterations=10", "optim={lr: -2}"])
     with pytest.raises(ConfigError, match=r"'data.target': null, but method.name=mean_teacher .*\(data.target the "):
-        load_config(None, ["method.name=mean_teacher"])
+        load_config(None, ["method.name=mean_teacher"], checks=[check_method_config])
 
 
 @pytest.mark.parametrize(
@@ -123,12 +124,19 @@ def test_the_message_says_where_the_value_came_from(tmp_path: Path) -> None:
     ],
 )
 def test_cross_field_rules(overrides: list[str], message: str | None) -> None:
+    """The config layer's rules and, as ``preflight`` runs them, what the method needs (the method registry's)."""
     if message is None:
-        load_config(None, overrides)
+        load_config(None, overrides, checks=[check_method_config])
         return
     with pytest.raises(ConfigError) as info:
-        load_config(None, overrides)
+        load_config(None, overrides, checks=[check_method_config])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_config_layer_alone_leaves_what_a_method_needs_to_the_registry() -> None:
+    cfg = load_config(None, ["method.name=mean_teacher"])  # loads: the config layer knows no method's needs
+    with pytest.raises(ConfigError, match=r"method.name=mean_teacher needs an unlabelled target dataset"):
+        check_method_config(cfg)
 
 
 @dataclasses.dataclass(frozen=True)

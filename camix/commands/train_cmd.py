@@ -33,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
 
     Under torchrun only rank 0 prints.
     """
-    from camix.preflight import check_resume, preflight
+    from camix.checkpoint import check_resume
+    from camix.preflight import preflight
     from camix.runtime import shutdown_distributed
     from camix.train import train
 
     cfg = config_from_args(args, checks=[preflight])  # values, their relations and the files they name
-    check_resume(args.resume, cfg)
+    check_resume(args.resume, cfg.model)
     try:
         summary = train(cfg, resume=args.resume, restart=args.restart, progress=not args.no_progress)
     finally:

@@ -18,6 +18,7 @@ different native sizes cannot be batched: use batch size 1 then.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from camix.config import DatasetConfig
+from camix.config import DataConfig, DatasetConfig
 from camix.data import cityscapes, gta5, synthia
 from camix.data.transforms import (
     CHECK_HINT,
@@ -44,6 +45,7 @@ from camix.data.transforms import (
     target_size,
 )
 from camix.errors import ConfigError, DataError
+from camix.validation import ConfigKeyError
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,20 @@ def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, tr
     return SegmentationDataset(cfg, samples, tuple(crop) if crop is not None else None, train)  # type: ignore[arg-type]
 
 
+def cache_file(root: str, name: str, fallback: Path) -> Path:
+    """Where a file derived from the dataset at ``root`` is cached: ``<root>/.camix_cache/<name>`` when that folder
+    is writable (shared by every run on the dataset), else ``<fallback>/<name>`` (the run directory)."""
+    folder = Path(root).expanduser() / ".camix_cache"
+    try:
+        folder.mkdir(exist_ok=True)
+        probe = folder / f".probe_{os.getpid()}_{name}"  # per process: ranks and runs probe at the same time
+        probe.touch()
+        probe.unlink()
+        return folder / name
+    except OSError:
+        return fallback / name
+
+
 def require_labels(samples: list[Sample]) -> None:
     """Raise a DataError naming the first missing label file (and how many more are missing)."""
     missing = [s for s in samples if not s.label.is_file()]
@@ -209,3 +225,23 @@ def require_labels(samples: list[Sample]) -> None:
             f"{missing[0].label}: label file not found for {missing[0].image}{more}; "
             f"add the labels or leave those images out with a list file ({CHECK_HINT})"
         )
+
+
+def check_roots(data: DataConfig, *, with_target: bool) -> None:
+    """The source, val and (``with_target``) target folders exist with their layout and images, and the labelled
+    splits have every label file. Lists files only (cheap); no image is decoded.
+
+    Raises:
+        ConfigKeyError: an empty ``root``. DataError: a folder that is missing, empty or misnamed, or missing labels.
+    """
+    for key in ("source", "val", "target"):
+        dataset = getattr(data, key)
+        if dataset is None or (key == "target" and not with_target):
+            continue
+        if not dataset.root.strip():
+            raise ConfigKeyError(
+                f"config key 'data.{key}.root' is empty; set it to the {dataset.name} folder", f"data.{key}.root"
+            )
+        samples = find_samples(dataset)
+        if key != "target":  # the target's labels are never read
+            require_labels(samples)

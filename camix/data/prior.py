@@ -6,6 +6,9 @@ CAMix modulates the *target* predictions with Q, so compute it at the size the t
 resized to (Cityscapes 2048x1024 at ``scale: 1.0``, 1024x512 at 0.5) and crop it with each target item's
 ``box`` (:func:`camix.data.transforms.crop_to_box`).
 
+A training run asks for its prior with one call, :func:`run_prior`: the file ``data.prior`` names, or the prior
+computed from the source labels and cached in the source root under a name that changes with the labels.
+
 File format (``torch.save``, written atomically): ``{"prior": float32 Tensor[C, H, W], "size": (W, H),
 "dataset": name, "root": str, "num_images": n}``; per-class pixel statistics go to a JSON file beside it.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import zipfile
@@ -25,13 +29,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from camix.config import DatasetConfig
-from camix.data.datasets import ItemError, find_samples, require_labels
+from camix.config import DataConfig, DatasetConfig
+from camix.config_tree import to_dict
+from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
 from camix.functional import spatial_prior
 from camix.io import atomic_torch_save, atomic_write_text
 from camix.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from camix.runtime import Dist, all_gather_objects, barrier
+from camix.validation import ConfigKeyError
+
+LOG = logging.getLogger("camix.data.prior")
 
 
 class _PriorLabels(Dataset[torch.Tensor]):
@@ -210,3 +219,73 @@ def cached_prior(
     prior, stats = compute_prior(cfg, size_wh, progress=progress, smoothing=smoothing)
     save_prior(file, prior, {"stats": stats, "fingerprint": fingerprint})
     return prior
+
+
+def check_prior_file(path: str, num_classes: int, target: DatasetConfig | None) -> None:
+    """The ``data.prior`` file (it exists) holds ``num_classes`` maps, at the target images' size when
+    ``target.size`` fixes it.
+
+    Raises:
+        ConfigKeyError: naming ``data.prior`` (and the key it disagrees with).
+    """
+    try:
+        shape = tuple(load_prior_record(path)["prior"].shape)
+    except DataError as exc:
+        raise ConfigKeyError(f"config key 'data.prior': {exc}", "data.prior") from None
+    if shape[0] != num_classes:
+        raise ConfigKeyError(
+            f"config key 'data.prior': {path} holds {shape[0]} class maps but model.num_classes={num_classes}; "
+            "rebuild it with `camix data prior`",
+            "data.prior",
+            "model.num_classes",
+        )
+    if target is not None and target.size is not None and shape[1:] != (target.size[1], target.size[0]):
+        raise ConfigKeyError(
+            f"config key 'data.prior': {path} is {shape[2]}x{shape[1]} (WxH) but the target images are resized to "
+            f"data.target.size={target.size[0]}x{target.size[1]}; rebuild it with `camix data prior --size "
+            f"{target.size[0]}x{target.size[1]}`",
+            "data.prior",
+            "data.target.size",
+        )
+
+
+def prior_cache_path(data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, fingerprint: str) -> Path:
+    """Where the spatial prior of ``data.source`` at ``size`` is cached: in the source root, else the run dir.
+
+    The name holds a hash of the source config, the size, the class count, ``data.prior_smoothing`` and the
+    source's :func:`label_fingerprint` (every label file's name, size and modification time), so a regenerated
+    or edited dataset gets a new prior.
+    """
+    key = json.dumps([to_dict(data.source), list(size), num_classes, data.prior_smoothing, fingerprint], sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return cache_file(data.source.root, f"prior_{data.source.name}_{size[0]}x{size[1]}_{digest}.pt", run_dir)
+
+
+def run_prior(data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, info: Dist) -> torch.Tensor:
+    """The spatial prior Q ``[C,H,W]`` a training run uses, at the target images' size ``size`` (width, height).
+
+    ``data.prior`` when given; else computed from the source labels and cached (:func:`prior_cache_path`,
+    :func:`cached_prior`): rank 0 decides the path and builds (or verifies) the file, every other rank waits and
+    reads it. DataError when the prior's shape is not (``num_classes``, height, width).
+    """
+    if data.prior:
+        prior = load_prior(data.prior)
+    else:
+        fingerprint = label_fingerprint(data.source) if info.is_main else ""
+        # rank 0 decides where the cache is, so that every rank reads the file it writes
+        mine = prior_cache_path(data, size, num_classes, run_dir, fingerprint) if info.is_main else None
+        path = all_gather_objects(mine, info)[0]
+        if info.is_main:
+            if not path.is_file():
+                LOG.info("computing the spatial prior of %s at %dx%d -> %s", data.source.root, *size, path)
+            prior = cached_prior(data.source, size, path, smoothing=data.prior_smoothing, fingerprint=fingerprint)
+        barrier(info)
+        if not info.is_main:
+            prior = load_prior(path)
+    expected = (num_classes, size[1], size[0])
+    if tuple(prior.shape) != expected:
+        raise DataError(
+            f"spatial prior {data.prior} has shape {tuple(prior.shape)}, expected {expected} "
+            f"(classes, target height, target width); rebuild it with camix data prior"
+        )
+    return prior.float()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from camix.config import DatasetConfig, RareClassConfig
-from camix.data.datasets import ItemError, find_samples, require_labels
+from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
 from camix.data.sampling import SeededDataset, batches, sample_seed
 from camix.data.transforms import Sample, map_labels
 from camix.errors import DataError
@@ -65,16 +64,7 @@ def count_class_pixels(cfg: DatasetConfig, *, progress: bool = True, workers: in
 def class_pixels_cache(cfg: DatasetConfig, run_dir: Path) -> Path:
     """Where the class statistics of ``cfg`` are cached: in the dataset root when writable, else the run dir."""
     key = json.dumps([cfg.name, cfg.root, cfg.list_file, cfg.limit], sort_keys=True)
-    name = f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
-    folder = Path(cfg.root) / ".camix_cache"
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = folder / f".probe_{os.getpid()}_{name}"  # per process: ranks probe at the same time
-        probe.touch()
-        probe.unlink()
-        return folder / name
-    except OSError:
-        return run_dir / name
+    return cache_file(cfg.root, f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", run_dir)
 
 
 def load_or_count_class_pixels(cfg: DatasetConfig, cache: Path, *, progress: bool = True) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""DeepLab-v2 segmentation networks, their registry and pretrained-weight loading.
+"""Segmentation networks (DeepLab-v2, DAFormer), their registry, pretrained-weight loading and a run's extra copies.
 
 Example:
     >>> from camix.models import build_model, param_groups
@@ -6,6 +6,7 @@ Example:
     >>> groups = param_groups(model, lr=2.5e-4, weight_decay=5e-4)  # classifier at 10x
 """
 
+from camix.models.copies import frozen_copy, set_teacher_mode_
 from camix.models.deeplabv2 import (
     ASPP_DILATIONS,
     BasicBlock,
@@ -30,9 +31,11 @@ __all__ = [
     "LoadReport",
     "build_model",
     "count_parameters",
+    "frozen_copy",
     "load_pretrained",
     "output_size",
     "param_groups",
     "register",
     "set_bn_trainable",
+    "set_teacher_mode_",
 ]

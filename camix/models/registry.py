@@ -24,6 +24,7 @@ from camix.errors import ConfigError
 from camix.models.daformer import DAFormer
 from camix.models.deeplabv2 import BasicBlock, Bottleneck, DeepLabV2
 from camix.models.mit import mit
+from camix.validation import ConfigKeyError
 
 Builder = Callable[..., nn.Module]
 
@@ -137,3 +138,12 @@ def build_model(name: str, num_classes: int = 19, aspp_branches: int = 2, **kwar
     if num_classes < 1:
         raise ConfigError(f"model.num_classes: got {num_classes}; it must be a positive number of classes")
     return MODELS[name](num_classes=num_classes, aspp_branches=aspp_branches, variant=name, **kwargs)
+
+
+def check_model_config(name: str) -> None:
+    """``model.name`` is registered; a ConfigKeyError naming the key otherwise."""
+    if name not in MODELS:
+        raise ConfigKeyError(
+            f"config key 'model.name': {name!r} is not a model; choose one of {', '.join(sorted(MODELS))}",
+            "model.name",
+        )

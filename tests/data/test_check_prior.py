@@ -110,6 +110,44 @@ def test_cached_prior_is_recomputed_for_another_smoothing(tmp_path: Path) -> Non
     assert torch.equal(cached_prior(cfg, (4, 2), path, progress=False), plain)  # smoothing 0: recomputed
 
 
+def test_the_prior_cache_of_training_is_keyed_on_the_label_files(tmp_path: Path) -> None:
+    import os
+
+    from camix.config import load_config
+    from camix.data.prior import label_fingerprint, prior_cache_path
+    from camix.data.synthcity import generate
+    from tests.conftest import tiny_overrides
+
+    data = tmp_path / "synthcity"
+    generate(data, size=(32, 16), num_source=3, num_target_train=2, num_target_val=2, progress=False)
+    cfg = load_config("configs/synthcity/camix.yaml", tiny_overrides(data, tmp_path / "run"))
+
+    def path() -> Path:
+        return prior_cache_path(cfg.data, (32, 16), 19, tmp_path, label_fingerprint(cfg.data.source))
+
+    first = path()
+    assert first.parent == data / "gta" / ".camix_cache" and first == path()
+    assert prior_cache_path(cfg.data, (32, 16), 20, tmp_path, label_fingerprint(cfg.data.source)) != first
+    label = data / "gta" / "labels" / "00002.png"
+    os.utime(label, ns=(label.stat().st_mtime_ns + 10**9,) * 2)  # regenerated: same name, another time
+    second = path()
+    (data / "gta" / "labels" / "00003.png").unlink()  # 2 of 3 labels: another dataset
+    (data / "gta" / "images" / "00003.png").unlink()
+    assert len({first, second, path()}) == 3
+
+
+def test_a_cache_goes_to_the_run_directory_when_the_dataset_root_is_not_writable(tmp_path: Path) -> None:
+    from camix.data.datasets import cache_file
+
+    root = tmp_path / "data"
+    root.mkdir()
+    assert cache_file(str(root), "prior.pt", tmp_path / "run") == root / ".camix_cache" / "prior.pt"
+    assert list((root / ".camix_cache").iterdir()) == []  # the write probe is gone
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")  # mkdir fails as it would on a read-only mount
+    assert cache_file(str(blocked), "prior.pt", tmp_path / "run") == tmp_path / "run" / "prior.pt"
+
+
 def test_save_prior_with_nested_stats(tmp_path: Path) -> None:
     cfg = DatasetConfig(name="gta5", root=str(two_label_gta(tmp_path / "gta")))
     prior, stats = compute_prior(cfg, (4, 2), progress=False)

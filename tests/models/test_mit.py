@@ -11,10 +11,9 @@ from torch import nn
 
 from camix.data.labels import CAFFE_MEAN_BGR
 from camix.errors import CheckpointError, ConfigError
-from camix.models import build_model, count_parameters, load_pretrained, param_groups
+from camix.models import build_model, count_parameters, load_pretrained, param_groups, set_teacher_mode_
 from camix.models.mit import DropPath
 from camix.models.weights import MIT_FORMAT, REASON_UNUSED_CLASSIFIER
-from camix.train_support import set_teacher_mode_
 
 REFERENCE_KEYS = Path(__file__).parent / "data" / "mit_b5_keys.txt"
 
