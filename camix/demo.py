@@ -97,16 +97,40 @@ def run_demo(
     return DemoResult(pretrain, adapt, summaries, timings, report)
 
 
+QUALITATIVE = "qualitative.png"
+CURVE = "curve.png"
+
+
+def write_pictures(folder: Path, pretrain: Config, adapt: Config, method: str) -> None:
+    """The report's two figures: ``qualitative.png`` (4 target val images: image, ground truth, the source-only
+    model's and the adapted model's predictions; the paper's Figure 3) and ``curve.png`` (mIoU19 of the adapted
+    student at each evaluation against the source-only model's; the paper's Figure 4)."""
+    from camix.report import qualitative_grid
+    from camix.runs import load_run
+    from camix.visualize import Curve, plot_curves_png
+
+    before, after = load_run(pretrain.out_dir, label="source only"), load_run(adapt.out_dir, label=method)
+    qualitative_grid([before, after], adapt, folder / QUALITATIVE, n_images=4, tile_width=224)
+    x = [0, *(r["iteration"] for r in after.evals)]
+    start = float(before.evals[-1]["eval/miou19"])
+    curves = [
+        Curve(method, x, [start, *(float(r["eval/miou19"]) for r in after.evals)], [], []),
+        Curve("source only (its final model)", [x[0], x[-1]], [start, start], [], []),
+    ]
+    plot_curves_png(curves, folder / CURVE, ylabel="mIoU19 on the target val split (%)", title="adaptation")
+
+
 def write_report(
     path: Path, pretrain: Config, adapt: Config, summaries: list[dict[str, Any]], timings: dict[str, float]
 ) -> None:
-    """A short markdown report of the demo: setup, scores before and after adaptation, per-class IoU, timings."""
+    """A short markdown report of the demo: setup, scores before and after adaptation, the qualitative grid and
+    the adaptation curve (PNG files beside it), per-class IoU, timings."""
     from camix.io import atomic_write_text
-
-    before, after = (s["final"] for s in summaries)
     from camix.methods import method_title
 
+    before, after = (s["final"] for s in summaries)
     method = method_title(adapt.method)
+    write_pictures(path.parent, pretrain, adapt, method)
     rows = "\n".join(f"| {name} | {before['iou'][name]:.1f} | {value:.1f} |" for name, value in after["iou"].items())
     times = "\n".join(f"| {name} | {seconds:.0f} s |" for name, seconds in timings.items())
     text = f"""# camix demo: {method} on SynthCity
@@ -130,6 +154,17 @@ Scores of the student's last checkpoint (`{summaries[1]["checkpoint"]}`) on the 
 | mIoU16 | {before["miou16"]:.1f} | {after["miou16"]:.1f} |
 | mIoU13 | {before["miou13"]:.1f} | {after["miou13"]:.1f} |
 
+## Pictures
+
+Four target val images: the image, its ground truth, the source-only model's prediction and {method}'s (the
+paper's Figure 3; colours are the Cityscapes palette, legend below the grid):
+
+![qualitative results]({QUALITATIVE})
+
+mIoU19 of the {method} student at each evaluation, starting from the source-only model (the paper's Figure 4):
+
+![adaptation curve]({CURVE})
+
 ## Per-class IoU (%)
 
 | class | source only | {method} |
@@ -143,6 +178,7 @@ Scores of the student's last checkpoint (`{summaries[1]["checkpoint"]}`) on the 
 {times}
 
 Resolved configs: `{pretrain.out_dir}/config.yaml`, `{adapt.out_dir}/config.yaml`; metrics logs next to them.
-Compare methods with `camix study configs/synthcity/study.yaml` (the paper's Tables 2, 4, 5, 6).
+Compare methods with `camix study configs/synthcity/study.yaml` (the paper's Tables 2, 4, 5, 6; docs/synthcity.md
+says what SynthCity can and cannot tell).
 """
     atomic_write_text(path, text)

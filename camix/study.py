@@ -26,6 +26,7 @@ import torch
 
 from camix.config import Config, load_config
 from camix.config_tree import from_dict, load_yaml_tree, to_dict
+from camix.data.synthcity import GENERATOR_VERSION
 from camix.errors import CamixError, ConfigError, RunInUse
 from camix.io import atomic_write_text
 from camix.rundir import RunDir
@@ -46,7 +47,7 @@ class SynthCitySpec:
     num_target_train: PositiveInt = 400
     num_target_val: PositiveInt = 100
     gap: NonNegativeFloat = 1.0
-    version: str = "1.1"  # the generator version (docs/synthcity.md)
+    version: str = GENERATOR_VERSION  # the generator version (docs/synthcity.md)
 
 
 @dataclass(frozen=True)
@@ -423,10 +424,12 @@ def _timings(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]]) -> str
 
 
 def describe(study: StudyConfig) -> dict[str, Any]:
-    """A JSON-friendly summary of the plan (for --dry-run)."""
+    """A JSON-friendly summary of the plan (for --dry-run); every run's config is resolved (and so checked), one
+    is shown."""
+    jobs = plan(study)
     return {
         "runs": len(study.runs) * len(study.seeds),
         "configs": dict(study.runs),
         "seeds": list(study.seeds),
-        "example": to_dict(run_config(study, next(iter(study.runs)), study.seeds[0])),
+        "example": to_dict(next(cfg for name, _, cfg in jobs if name in study.runs)),
     }

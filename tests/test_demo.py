@@ -33,6 +33,13 @@ def test_demo_pretrains_adapts_and_reports(
     assert "generating SynthCity" in out and "(source only) ->" in out
     report = (tmp_path / "demo" / "REPORT.md").read_text()
     assert "| mIoU19 |" in report and "| road |" in report and "source only" in report
+    assert "![qualitative results](qualitative.png)" in report and "![adaptation curve](curve.png)" in report
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo" / "qualitative.png") as grid:  # 3 val images x (image, truth, 2 models)
+        assert grid.width == 4 * 224 + 5 * 4 and grid.height > 3 * 224 * TINY_SIZE[1] // TINY_SIZE[0]
+    with Image.open(tmp_path / "demo" / "curve.png") as curve:
+        assert curve.format == "PNG" and curve.width > 600
     assert (tmp_path / "demo" / "camix" / "checkpoints" / "last.pt").is_file()
     adapt_config = (tmp_path / "demo" / "camix" / "config.yaml").read_text()
     assert str(tmp_path / "demo" / "pretrain" / "checkpoints" / "last.pt") in adapt_config

@@ -149,29 +149,35 @@ def test_each_network_starts_from_its_own_initialisation(tmp_path: Path) -> None
 
 
 def test_packaged_study_has_the_augmentation_diagnostic_and_a_generator_version(tmp_path: Path) -> None:
-    study = load_study("configs/synthcity/study.yaml")
-    assert study.synthcity.version == "1.1"  # the default generator until a new one is frozen
+    from camix.data.synthcity import GENERATOR_VERSION
+
+    study = load_study("configs/synthcity/study.yaml")  # the study of record, on the default generator
+    assert study.synthcity.version == GENERATOR_VERSION == "2.0"
     diagnostic = load_config(study.runs["source_only_aug"])
     assert diagnostic.method.name == "source_only" and diagnostic.method.augment_source
     assert diagnostic.data.target is None and not load_config(study.runs["source_only"]).method.augment_source
     assert "source_only_aug" in study.tables[0].rows
-    v2 = load_study("configs/synthcity/study_v2.yaml")  # the study on generator 2.0, in its own folders
-    assert v2.synthcity.version == "2.0" and v2.synthcity.dir != study.synthcity.dir and v2.out_dir != study.out_dir
-    main_v2 = load_study("configs/synthcity/study_v2_main.yaml")  # its Table 2, run first, sharing the runs
-    assert main_v2.out_dir == v2.out_dir and set(main_v2.runs) < set(v2.runs) and v2.tables[0] == main_v2.tables[0]
-    assert {r for t in study.tables[:5] for r in t.rows} - {"camix_sp_cr"} <= {r.removesuffix("_1k") for r in v2.runs}
-    configs = {(name, seed): cfg for name, seed, cfg in plan(v2)}
-    for table in v2.tables:  # every row of a table shares one schedule: 2000 iterations (Table 2) or 1000
+    v11 = load_study("configs/synthcity/study_v11.yaml")  # the earlier study on generator 1.1, in its own folders
+    assert v11.synthcity.version == "1.1" and v11.synthcity.dir != study.synthcity.dir
+    assert v11.out_dir != study.out_dir and v11.results != study.results
+    main = load_study("configs/synthcity/study_main.yaml")  # its Table 2, run first, sharing the runs
+    assert main.out_dir == study.out_dir and set(main.runs) < set(study.runs) and study.tables[0] == main.tables[0]
+    assert {r for t in v11.tables[:5] for r in t.rows} - {"camix_sp_cr"} <= {r.removesuffix("_1k") for r in study.runs}
+    configs = {(name, seed): cfg for name, seed, cfg in plan(study)}
+    for table in study.tables:  # every row of a table shares one schedule: 2000 iterations (Table 2) or 1000
         rows = [configs[(row, 0)] for row in table.rows]  # a null threshold_ramp is train.iterations
         schedules = {(c.train.iterations, c.method.threshold_ramp or c.train.iterations) for c in rows}
         assert len(schedules) == 1 and schedules < {(2000, 2000), (1000, 1000)}, table.title
     assert configs[("camix", 0)].train.iterations == 2000 and configs[("camix_1k", 0)].train.iterations == 1000
-    calibration = load_study("configs/synthcity/calibrate_v2.yaml")  # baselines only, reused by study_v2.yaml
+    # the calibration records live beside their results; their baselines are the study's very runs
+    calibration = load_study("benchmarks/synthcity/calibration_v2_seed0/study.yaml")
     assert set(calibration.runs) == {"source_only", "source_only_aug", "oracle", "mean_teacher", "cutmix", "dacs"}
     assert all(configs[(name, seed)] == cfg for name, seed, cfg in plan(calibration))  # the calibration's runs
-    unseen = load_study("configs/synthcity/calibrate_v2_seed1.yaml")
+    unseen = load_study("benchmarks/synthcity/calibration_v2_seed1/study.yaml")
     assert unseen.synthcity.seed == 1 and unseen.synthcity.dir != calibration.synthcity.dir
     assert unseen.out_dir != calibration.out_dir
+    for v21 in ("study_v21", "study_v21_main"):
+        assert load_study(f"configs/synthcity/{v21}.yaml").synthcity.version == "2.1"
     path = tmp_path / "s.yaml"
     path.write_text("synthcity: {version: '0.9'}\n")
     with pytest.raises(ConfigError, match=r"study\.synthcity\.version: unknown SynthCity generator version '0\.9'"):

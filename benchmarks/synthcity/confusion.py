@@ -4,7 +4,7 @@ Evaluates the last checkpoint of ``<row>_seed<s>`` under every study folder on i
 protocol as training's evaluations), sums the confusion matrices per row, and prints for each class asked for its
 recall and the classes its pixels are predicted as (percent of the class's ground-truth pixels).
 
-    python benchmarks/synthcity/confusion.py runs/study_v2 runs/calibrate_v2_seed1 \
+    python benchmarks/synthcity/confusion.py runs/study runs/calibrate_v2_seed1 \
         --rows mean_teacher cutmix dacs --classes fence person rider
 """
 

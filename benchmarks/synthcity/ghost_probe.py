@@ -7,7 +7,7 @@ fence-shaped region is not a person or a fence. This probe trains DACS with thos
 consistency loss: a target pixel kept by the mask carries no loss when the source label under it is a thing or a
 thin class (fence, pole, traffic light, traffic sign, person ... bicycle). Everything else is ``camix train``.
 
-    python benchmarks/synthcity/ghost_probe.py -c runs/study_v2/dacs_seed0/config.yaml \
+    python benchmarks/synthcity/ghost_probe.py -c runs/study/dacs_seed0/config.yaml \
         --set out_dir=runs/probes/ghost_seed0
 
 It replaces the ``classmix`` strategy and ``camix.functional.consistency_loss`` in this process only; it is a

@@ -5,7 +5,7 @@ Every run of a study with training seed ``s`` starts from the same pretrained mo
 example the same generator version on two generator seeds) and prints, for mIoU19 and for each class, the mean of
 the paired differences ``a - b`` of the final evaluation and its standard error (sample std / sqrt(pairs)).
 
-    python benchmarks/synthcity/paired.py runs/study_v2 runs/calibrate_v2_seed1 --rows dacs cutmix
+    python benchmarks/synthcity/paired.py runs/study runs/calibrate_v2_seed1 --rows dacs cutmix
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generator-version",
         default=None,
         metavar="V",
-        help="generator version: 1.1 (default), 2.0 or 2.1 (docs/synthcity.md); every version stays reproducible",
+        help="generator version: 2.0 (the default), 1.1 or 2.1 (docs/synthcity.md); every version stays reproducible",
     )
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not SynthCity")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -48,8 +48,8 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
 
 
-def test_version_1_1_is_the_default_and_unchanged() -> None:
-    assert GENERATOR_VERSION == "1.1" and DOMAINS["1.1"] == (SOURCE, TARGET)
+def test_version_2_0_is_the_default_and_1_1_is_unchanged() -> None:
+    assert GENERATOR_VERSION == "2.0" and DOMAINS["1.1"] == (SOURCE, TARGET)
     assert {key: _digest(key, "1.1") for key in V11_GOLDEN} == V11_GOLDEN
 
 
@@ -69,7 +69,7 @@ def test_version_2_1_changes_the_target_of_2_0_only() -> None:
 def test_version_2_0_is_deterministic_and_recorded(tmp_path: Path) -> None:
     a = generate(tmp_path / "a", seed=4, version="2.0", **SMALL)
     generate(tmp_path / "b", seed=4, version="2.0", **SMALL)
-    old = generate(tmp_path / "old", seed=4, **SMALL)
+    old = generate(tmp_path / "old", seed=4, version="1.1", **SMALL)
     files_a, files_b, files_old = (_files(tmp_path / name) for name in ("a", "b", "old"))
     assert len(files_a) == 10 and files_a == files_b
     changed = {k for k in files_a if files_a[k] != files_old[k]}
@@ -80,7 +80,9 @@ def test_version_2_0_is_deterministic_and_recorded(tmp_path: Path) -> None:
     assert "lookalike" not in old["domains"]["target"]["style"] and "focal" not in old["domains"]["source"]["scene"]
     params = {k: v for k, v in SMALL.items() if k != "progress"}
     assert is_current(tmp_path / "a", seed=4, version="2.0", **params)
-    assert not is_current(tmp_path / "a", seed=4, **params)  # a 2.0 dataset is not a 1.1 one, and vice versa
+    assert is_current(tmp_path / "a", seed=4, **params)  # 2.0 is the default version
+    assert not is_current(tmp_path / "a", seed=4, version="1.1", **params)  # a 2.0 dataset is not a 1.1 one
+    assert not is_current(tmp_path / "old", seed=4, **params)  # ... and vice versa
     assert not is_current(tmp_path / "old", seed=4, version="2.0", **params)
 
 
@@ -138,7 +140,7 @@ def test_unknown_version_and_knobs_of_a_newer_version_are_config_errors(tmp_path
     with pytest.raises(ConfigError, match=r"unknown SynthCity generator version '9\.9'"):
         generate(tmp_path / "x", version="9.9", **SMALL)
     with pytest.raises(ConfigError, match=r"has no knobs \['focal', 'lookalike'\]"):
-        generate(tmp_path / "y", target=TARGET_V2, **SMALL)
+        generate(tmp_path / "y", target=TARGET_V2, version="1.1", **SMALL)
     with pytest.raises(ConfigError, match=r"version 2\.0 has no knobs \['lookalike_things'\]"):
         generate(tmp_path / "z", target=TARGET_V21, version="2.0", **SMALL)
     assert not any((tmp_path / name).exists() for name in "xyz")

@@ -26,7 +26,7 @@ from camix.data.synthcity.scene import make_scene
 from camix.errors import ConfigError, DataError
 from camix.io import atomic_write_text
 
-GENERATOR_VERSION = "1.1"  # the default version; add a new one whenever the generated files change
+GENERATOR_VERSION = "2.0"  # the default version (the study of record); a new one whenever the generated files change
 GENERATOR_VERSIONS = tuple(DOMAINS)  # every version stays reproducible (docs/synthcity.md)
 DEFAULT_SIZE = (256, 128)
 METADATA = "synthcity.json"
