@@ -207,6 +207,10 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
+    # the teacher's N + 1 passes (clean + noisy, Eq. 5): "separate" forwards, one "batched" forward (per-pass
+    # BatchNorm statistics), or that many passes per forward; "auto": separate on the CPU, batched on a GPU. The
+    # results are the same (tests/test_methods.py); only the speed and the memory differ (benchmarks/RESULTS.md)
+    teacher_passes: Literal["auto", "separate", "batched"] | PositiveInt = "auto"
     cudnn_benchmark: bool = True
     threads: PositiveInt | None = None  # torch CPU threads; None leaves torch's default
     sync_bn: bool = False  # SyncBatchNorm under torchrun

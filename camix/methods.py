@@ -41,7 +41,7 @@ from camix.augment import StrongAugment
 from camix.config import Config, MethodConfig
 from camix.data.batch import Batch
 from camix.labels import IGNORE_INDEX
-from camix.models.batchnorm import chunked_batch_stats
+from camix.models.batchnorm import per_pass_batch_stats
 from camix.validation import ConfigKeyError
 
 
@@ -61,6 +61,7 @@ class StepContext:
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     iteration: int = 0
     imagenet: nn.Module | None = None  # the frozen initial network, when the FD loss is on
+    teacher_group: int | None = None  # the teacher's passes per forward (None: all N + 1 in one forward)
 
 
 @dataclass(frozen=True)
@@ -141,35 +142,55 @@ def needs_significance(cfg: MethodConfig, mix: str) -> bool:
 
 
 def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> TeacherView:
-    """One batched teacher forward over the clean target and (optionally) its N noisy copies."""
+    """The teacher over the clean target and (``significance``) its N noisy copies (Eq. 5): ``ctx.teacher_group``
+    passes per forward, each pass normalised with its own batch statistics, so the result is that of N + 1 separate
+    forwards whatever the grouping (:func:`teacher_logits`)."""
     assert ctx.teacher is not None
-    cfg, batch = ctx.cfg, image.shape[0]
-    inputs = image
+    cfg = ctx.cfg
+    passes = [image]
     if significance:
         noisy = Fn.noisy_copies(
             image, cfg.noise_passes, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
         )
-        inputs = torch.cat([image, noisy.flatten(0, 1)])
-    chunks = 1 + cfg.noise_passes if significance else 1  # each pass normalised with its own batch statistics
-    with torch.no_grad(), ctx.autocast(), chunked_batch_stats(ctx.teacher, chunks):
-        logits = ctx.teacher(inputs).float()
+        passes += list(noisy.unbind(0))
+    clean, noisy_mean = teacher_logits(ctx, passes)
     size = image.shape[-2:]
-    prob = F.interpolate(logits[:batch], size=size, mode="bilinear", align_corners=True).softmax(1)
+    prob = F.interpolate(clean, size=size, mode="bilinear", align_corners=True).softmax(1)
     max_prob, pseudo = prob.max(1)
     weight = Fn.pseudo_label_weight(
         max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight, per_image=cfg.confidence_per_image
     )
     if cfg.ignore_top or cfg.ignore_bottom:  # DAFormer: no pseudo-label training on the ego vehicle's rows
         weight = Fn.ignore_rows(weight, cfg.ignore_top, cfg.ignore_bottom)
-    sig = None
-    if significance:
-        noisy_prob = logits[batch:].softmax(1).unflatten(0, (cfg.noise_passes, batch))
-        sig = significance_from_passes(ctx, noisy_prob, size)
+    sig = significance_from_passes(ctx, noisy_mean, size) if noisy_mean is not None else None
     return TeacherView(prob, pseudo, weight, sig)
 
 
-def significance_from_passes(ctx: StepContext, noisy_prob: Tensor, size: torch.Size) -> Tensor:
-    """U_T (Sec. 3.3, Eqs. 5-7) from the N noisy passes' softmax ``[N,B,C,h,w]`` at the logits' resolution.
+def teacher_logits(ctx: StepContext, passes: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The teacher's float32 logits of the first (clean) pass, and the mean softmax of the other passes (None when
+    there are none), at the logits' resolution. Passes run ``ctx.teacher_group`` per forward; only the clean pass
+    updates the teacher's running BatchNorm statistics."""
+    assert ctx.teacher is not None
+    group = max(1, min(ctx.teacher_group or len(passes), len(passes)))
+    clean: Tensor | None = None
+    prob_sum: Tensor | None = None
+    for start in range(0, len(passes), group):
+        chunk = passes[start : start + group]
+        inputs = chunk[0] if len(chunk) == 1 else torch.cat(list(chunk))
+        with torch.no_grad(), ctx.autocast(), per_pass_batch_stats(ctx.teacher, len(chunk), track=start == 0):
+            logits = ctx.teacher(inputs).float()
+        if start == 0:
+            clean, logits = logits[: passes[0].shape[0]], logits[passes[0].shape[0] :]
+        if logits.numel():
+            probs = logits.softmax(1).unflatten(0, (-1, passes[0].shape[0])).sum(0)
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+    assert clean is not None
+    return clean, prob_sum / (len(passes) - 1) if prob_sum is not None else None
+
+
+def significance_from_passes(ctx: StepContext, mean_prob: Tensor, size: torch.Size) -> Tensor:
+    """U_T (Sec. 3.3, Eqs. 5-7) from the mean softmax ``[B,C,h,w]`` of the N noisy passes at the logits' resolution
+    (Eqs. 5-6 need only that mean).
 
     ``significance_resolution: input`` upsamples the mean probabilities to the input size and thresholds there (a
     0/1 mask); ``logits`` thresholds at the logits' resolution, with the released code's literal entropy, and
@@ -186,10 +207,10 @@ def significance_from_passes(ctx: StepContext, noisy_prob: Tensor, size: torch.S
         form=cfg.threshold_form,
     )
     if cfg.significance_resolution == "logits":
-        hard = Fn.significance_mask(Fn.predictive_entropy(noisy_prob, official=True), threshold)
+        hard = Fn.significance_mask(Fn.predictive_entropy(mean_prob.unsqueeze(0), official=True), threshold)
         return F.interpolate(hard.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
-    mean_prob = F.interpolate(noisy_prob.mean(0), size=size, mode="bilinear", align_corners=True)
-    return Fn.significance_mask(Fn.predictive_entropy(mean_prob.unsqueeze(0)), threshold)
+    upsampled = F.interpolate(mean_prob, size=size, mode="bilinear", align_corners=True)
+    return Fn.significance_mask(Fn.predictive_entropy(upsampled.unsqueeze(0)), threshold)
 
 
 def crop_prior(prior: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
@@ -407,11 +428,13 @@ def build_context(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     imagenet: nn.Module | None = None,
     iteration: int = 0,
+    teacher_group: int | None = None,
 ) -> StepContext:
     """The one builder of a :class:`StepContext` (trainer, benchmarks, tests).
 
     ``augment`` defaults to the strong augmentation of ``cfg.augment`` at the ``crop`` size (width, height), drawing
-    from ``generator``; the prior is kept only when :func:`uses_prior` says the method reads it.
+    from ``generator``; the prior is kept only when :func:`uses_prior` says the method reads it. ``teacher_group``:
+    the teacher's passes per forward (:func:`passes_per_forward`; None: all in one).
     """
     if augment is None:
         assert crop is not None, "the strong augmentation needs the crop size"
@@ -430,7 +453,19 @@ def build_context(
         autocast=autocast,
         iteration=iteration,
         imagenet=imagenet,
+        teacher_group=teacher_group,
     )
+
+
+def passes_per_forward(setting: str | int, device: torch.device) -> int | None:
+    """How many of the teacher's N + 1 passes run in one forward, for ``train.teacher_passes``: ``separate`` (1),
+    ``batched`` (None: all), a number of passes, or ``auto``: separate on the CPU, where one forward over
+    (N + 1)·B images costs more than N + 1 forwards over B (benchmarks/RESULTS.md), batched elsewhere."""
+    if isinstance(setting, int):
+        return setting
+    if setting == "auto":
+        setting = "separate" if device.type == "cpu" else "batched"
+    return 1 if setting == "separate" else None
 
 
 def relations_for(spec: str | Mapping[int, Sequence[int]]) -> Mapping[int, Sequence[int]]:

@@ -20,7 +20,7 @@ from camix.config import Config
 from camix.data.loaders import train_streams
 from camix.data.prior import run_prior
 from camix.errors import ConfigError
-from camix.methods import StepContext, build_context, method_of, uses_prior
+from camix.methods import StepContext, build_context, method_of, passes_per_forward, uses_prior
 from camix.models import build_model, frozen_copy, load_pretrained, set_teacher_mode_
 from camix.optim import build_optimizer
 from camix.rundir import MetricsLog, RunDir, io_errors
@@ -119,6 +119,7 @@ def build_data(
         prior=prior,
         autocast=autocast_factory(device, cfg.train.amp),
         imagenet=nets.imagenet,
+        teacher_group=passes_per_forward(cfg.train.teacher_passes, device),
     )
     return streams.source, streams.target, context
 

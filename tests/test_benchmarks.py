@@ -103,6 +103,24 @@ def test_record_appends_dated_sections(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_teacher_passes_script_times_every_arrangement() -> None:
+    argv = ["--model", "deeplabv2_tiny", "--crop", "32x32", "--iters", "1", "--warmup", "0", "--no-record"]
+    out = run([sys.executable, "benchmarks/teacher_passes.py", *argv])
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "arrangement" not in line]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["separate", "3", "batched", "joint"]
+    assert all(float(row.split(" | ")[1]) > 0 and float(row.split(" | ")[2].strip(" |")) > 0 for row in rows)
+
+
+def test_profile_script_accounts_for_the_whole_step() -> None:
+    argv = ["--model", "deeplabv2_tiny", "--crop", "32x32", "--target-size", "64x64", "--warmup", "1"]
+    out = run([sys.executable, "benchmarks/profile_step.py", *argv])
+    shares = [
+        float(line.split(" | ")[2].split()[0]) for line in out.splitlines() if line.startswith("| ") and " % |" in line
+    ]
+    assert shares[-1] == 100 and abs(sum(shares[:-1]) - 100) < 0.5  # the kinds add up to the whole
+    assert "convolution (forward)" in out and "page faults:" in out
+
+
 def test_gpu_check_script_smoke() -> None:
     out = run(["bash", "benchmarks/gpu_check.sh", "--smoke"])
     assert "| camix | baseline |" in out

@@ -60,8 +60,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out += x if self.downsample is None else self.downsample(x)  # in place: one activation fewer per block
+        return self.relu(out)
 
 
 class BasicBlock(nn.Module):
@@ -84,8 +84,8 @@ class BasicBlock(nn.Module):
         """Residual basic block; ReLU after the sum."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
 
 
 Block = type[Bottleneck] | type[BasicBlock]

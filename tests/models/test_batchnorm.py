@@ -7,7 +7,7 @@ import copy
 import torch
 
 from camix.models import build_model
-from camix.models.batchnorm import ChunkedBatchNorm2d, chunked_batch_stats
+from camix.models.batchnorm import ChunkedBatchNorm2d, per_pass_batch_stats
 
 
 def test_chunked_forward_equals_separate_forwards() -> None:
@@ -18,7 +18,7 @@ def test_chunked_forward_equals_separate_forwards() -> None:
     noisy = [clean + torch.randn_like(clean) * 25 for _ in range(3)]
     with torch.no_grad():
         expected = torch.cat([separate_model(x) for x in (clean, *noisy)])
-        with chunked_batch_stats(model, 4):
+        with per_pass_batch_stats(model, 4):
             batched = model(torch.cat([clean, *noisy]))
         plain = model(torch.cat([clean, *noisy]))  # outside the block: statistics over all 8 images
     assert torch.allclose(batched, expected, atol=1e-4)

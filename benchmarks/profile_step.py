@@ -1,0 +1,94 @@
+"""Where one training iteration's time goes: ``torch.profiler`` over camix's step, ops grouped by kind.
+
+Builds the fast path exactly as ``benchmarks/train_step.py`` does (the packaged GTA5 -> Cityscapes config of the
+method, the library's builders, random street-scene batches), runs ``--warmup`` iterations, profiles the next one
+on the CPU and prints the share of each kind of op (convolutions forward and backward, BatchNorm, element-wise,
+the rest), the top ops, and the page faults of the profiled iteration (``getrusage``).
+
+    python benchmarks/profile_step.py --model deeplabv2_r101 --crop 256x256 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+try:
+    from benchmarks import train_step as ts
+    from benchmarks.scenes import make_pool
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    import train_step as ts  # type: ignore[no-redef]
+    from scenes import make_pool  # type: ignore[no-redef]
+
+from camix.runtime import keep_freed_memory
+
+KINDS = {
+    "convolution (forward)": ("aten::mkldnn_convolution", "aten::_convolution", "aten::thnn_conv2d"),
+    "convolution (backward)": ("aten::convolution_backward",),
+    "BatchNorm": ("aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::var_mean", "aten::addcmul"),
+    "element-wise (add, ReLU, copies)": (
+        "aten::add",
+        "aten::add_",
+        "aten::clamp_min_",
+        "aten::threshold_backward",
+        "aten::copy_",
+        "aten::mul",
+        "aten::mul_",
+    ),
+}
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, names in KINDS.items() if name in names), "everything else")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="deeplabv2_r101")
+    p.add_argument("--method", choices=ts.METHODS, default="camix")
+    p.add_argument("--crop", type=ts.size, default=(256, 256))
+    p.add_argument("--target-size", type=ts.size, default=(512, 256))
+    p.add_argument("--teacher-passes", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--top", type=int, default=12)
+    p.add_argument("--default-allocator", action="store_true", help="leave the C allocator as the process starts")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        keep_freed_memory()
+    device = torch.device("cpu")
+    pool = make_pool(2, args.crop, args.target_size, device)
+    opts = ts.PathOptions(teacher_passes=args.teacher_passes)
+    setup = ts.build_fast(args.method, opts, args.model, pool, device)
+    for i in range(args.warmup):
+        ts.fast_iteration(setup, pool, i)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ts.fast_iteration(setup, pool, args.warmup)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    kinds: dict[str, float] = defaultdict(float)
+    for event in events:
+        kinds[kind_of(event.key)] += event.self_cpu_time_total / 1e6
+    print(
+        f"{args.method} on {args.model}, crop {args.crop[0]}x{args.crop[1]}, {args.threads} threads: {wall:.2f} s wall"
+    )
+    print(
+        f"page faults: {after.ru_minflt - before.ru_minflt} minor; system time {after.ru_stime - before.ru_stime:.2f} s"
+    )
+    print("\n| kind of op | self CPU s | share |\n|---|---|---|")
+    for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"| {kind} | {seconds:.2f} | {100 * seconds / total:.1f} % |")
+    print(f"| all | {total:.2f} | 100 % |\n")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
+
+
+if __name__ == "__main__":
+    main()
