@@ -35,8 +35,9 @@ import torch
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import build_context, passes_per_forward, teacher_logits
+from camix.methods import build_context
 from camix.models import build_model, set_teacher_mode_
+from camix.teacher import passes_per_forward, teacher_logits
 from camix.train_setup import autocast_factory
 
 try:

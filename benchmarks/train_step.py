@@ -50,18 +50,12 @@ from torch import Tensor, nn
 
 from camix.commands.common import size_argument
 from camix.config import Config, load_config
-from camix.methods import (
-    StepContext,
-    StepFn,
-    build_context,
-    method_of,
-    passes_per_forward,
-    relations_for,
-    upsampled_logits,
-)
+from camix.methods import build_context, method_of, relations_for
 from camix.optim import build_optimizer, poly_lr_
 from camix.runtime import Dist, keep_freed_memory
 from camix.step import optimisation_step
+from camix.step_context import StepContext, StepFn, upsampled_logits
+from camix.teacher import passes_per_forward
 from camix.train_setup import Networks, autocast_factory, build_networks
 
 try:

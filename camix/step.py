@@ -11,7 +11,7 @@ from torch import nn
 
 from camix import functional as Fn
 from camix.data.batch import Batch
-from camix.methods import StepContext, StepFn, StepOutput
+from camix.step_context import StepContext, StepFn, StepOutput
 
 
 def optimisation_step(

@@ -26,7 +26,7 @@ from camix.config_tree import to_dict
 from camix.data.batch import Batch, to_device
 from camix.errors import DataError, NonFiniteLoss
 from camix.evaluate import evaluate_distributed, evaluation_failure
-from camix.methods import StepOutput, method_of
+from camix.methods import method_of
 from camix.optim import poly_lr_
 from camix.preflight import preflight
 from camix.rundir import claim_run, resume_command, resume_hint, scores_of
@@ -41,6 +41,7 @@ from camix.runtime import (
     start_process,
 )
 from camix.step import logged_values, optimisation_step
+from camix.step_context import StepOutput
 from camix.tensorboard import TensorBoardLog
 from camix.train_setup import build_run
 from camix.visualize import debug_panel

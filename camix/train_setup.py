@@ -20,11 +20,13 @@ from camix.config import Config
 from camix.data.loaders import train_streams
 from camix.data.prior import run_prior
 from camix.errors import ConfigError
-from camix.methods import StepContext, build_context, method_of, passes_per_forward, uses_prior
+from camix.methods import build_context, method_of, uses_prior
 from camix.models import build_model, frozen_copy, load_pretrained, set_teacher_mode_
 from camix.optim import build_optimizer
 from camix.rundir import MetricsLog, RunDir, io_errors
 from camix.runtime import Dist, restore_rank_rng, seed_everything
+from camix.step_context import StepContext
+from camix.teacher import passes_per_forward
 from camix.tensorboard import TensorBoardLog
 
 

@@ -21,14 +21,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from camix import functional as Fn
-from camix import methods
+from camix import mixes
 from camix.augment import StrongAugment
 from camix.config import AugmentConfig, Config, load_config
 from camix.data.labels import CAFFE_MEAN_BGR
-from camix.methods import StepContext, StepFn, build_context, method_of, upsampled_logits
+from camix.methods import build_context, method_of
 from camix.optim import build_optimizer, poly_lr_
 from camix.runtime import Dist
 from camix.step import optimisation_step
+from camix.step_context import StepContext, StepFn, upsampled_logits
 from camix.train_setup import Networks, autocast_factory, build_networks
 
 ATEN = torch.ops.aten
@@ -262,7 +263,7 @@ def test_meta_stand_in_catches_a_host_sync(meta_data: Batches, monkeypatch: pyte
     with SyncCounter() as counter:
         setup.step(setup.ctx, source, target)  # the library's crop: no read
     assert not counter.sites, dict(counter.sites)
-    monkeypatch.setattr(methods, "crop_prior", host_crop)
+    monkeypatch.setattr(mixes, "crop_prior", host_crop)
     with pytest.raises((RuntimeError, NotImplementedError)):
         setup.step(setup.ctx, source, target)
 

@@ -17,7 +17,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.functional",),  # the paper's equations: pure tensor functions
     ("camix.config", "camix.config_tree", "camix.validation"),  # frozen dataclasses from YAML and their checks
     ("camix.data", "camix.models", "camix.augment", "camix.optim", "camix.visualize", "camix.runlock", "camix.rundir"),
-    ("camix.methods",),  # the method registry: steps, mask strategies, the StepContext builder
+    # the method registry and what a step works with: its context, the teacher's view, the mask strategies
+    ("camix.methods", "camix.step_context", "camix.teacher", "camix.mixes"),
     ("camix.step", "camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_setup"),
     ("camix.train",),

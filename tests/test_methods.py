@@ -11,17 +11,11 @@ import torch.nn.functional as F
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import (
-    StepContext,
-    active_mix,
-    build_context,
-    contextual,
-    crop_prior,
-    mean_teacher,
-    source_only,
-    teacher_view,
-)
+from camix.methods import build_context, mean_teacher, source_only
+from camix.mixes import active_mix, contextual, crop_prior
 from camix.models import build_model
+from camix.step_context import StepContext
+from camix.teacher import teacher_view
 
 B, H, W = 2, 32, 48
 
@@ -241,7 +235,8 @@ def test_source_only_augments_the_labelled_batch_only_when_asked(augment_source:
 def test_every_mix_literal_and_method_literal_has_one_registry_record() -> None:
     from typing import get_args, get_type_hints
 
-    from camix.methods import METHODS, MIXES
+    from camix.methods import METHODS
+    from camix.mixes import MIXES
 
     hints = get_type_hints(MethodConfig)
     assert set(get_args(hints["mix"])) == set(MIXES)

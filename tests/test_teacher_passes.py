@@ -18,8 +18,9 @@ from torch import nn
 
 from camix import functional as Fn
 from camix.config import MethodConfig
-from camix.methods import build_context, passes_per_forward, teacher_view
+from camix.methods import build_context
 from camix.models import build_model, set_teacher_mode_
+from camix.teacher import passes_per_forward, teacher_view
 
 N, B, SIZE = 4, 2, 40
 

@@ -1,0 +1,103 @@
+"""The EMA teacher's reading of the target batch (paper Sec. 3.1-3.3): probabilities, pseudo-label, DACS's confidence
+weight and, with the SigMask level, the significance mask U_T from N noisy passes (Eqs. 5-7).
+
+The N + 1 passes run ``ctx.teacher_group`` per forward (``train.teacher_passes``, :func:`passes_per_forward`):
+separate forwards on the CPU, one batched forward on a GPU; each pass is normalised with its own BatchNorm
+statistics, so the result is that of N + 1 separate forwards whatever the grouping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from camix import functional as Fn
+from camix.models.batchnorm import per_pass_batch_stats
+from camix.step_context import StepContext, TeacherView
+
+
+def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> TeacherView:
+    """The teacher over the clean target and (``significance``) its N noisy copies (Eq. 5): ``ctx.teacher_group``
+    passes per forward, each pass normalised with its own batch statistics, so the result is that of N + 1 separate
+    forwards whatever the grouping (:func:`teacher_logits`)."""
+    assert ctx.teacher is not None
+    cfg = ctx.cfg
+    passes = [image]
+    if significance:
+        noisy = Fn.noisy_copies(
+            image, cfg.noise_passes, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
+        )
+        passes += list(noisy.unbind(0))
+    clean, noisy_mean = teacher_logits(ctx, passes)
+    size = image.shape[-2:]
+    prob = F.interpolate(clean, size=size, mode="bilinear", align_corners=True).softmax(1)
+    max_prob, pseudo = prob.max(1)
+    weight = Fn.pseudo_label_weight(
+        max_prob, cfg.pseudo_threshold, mode=cfg.confidence_weight, per_image=cfg.confidence_per_image
+    )
+    if cfg.ignore_top or cfg.ignore_bottom:  # DAFormer: no pseudo-label training on the ego vehicle's rows
+        weight = Fn.ignore_rows(weight, cfg.ignore_top, cfg.ignore_bottom)
+    sig = significance_from_passes(ctx, noisy_mean, size) if noisy_mean is not None else None
+    return TeacherView(prob, pseudo, weight, sig)
+
+
+def teacher_logits(ctx: StepContext, passes: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The teacher's float32 logits of the first (clean) pass, and the mean softmax of the other passes (None when
+    there are none), at the logits' resolution. Passes run ``ctx.teacher_group`` per forward; only the clean pass
+    updates the teacher's running BatchNorm statistics."""
+    assert ctx.teacher is not None
+    group = max(1, min(ctx.teacher_group or len(passes), len(passes)))
+    clean: Tensor | None = None
+    prob_sum: Tensor | None = None
+    for start in range(0, len(passes), group):
+        chunk = passes[start : start + group]
+        inputs = chunk[0] if len(chunk) == 1 else torch.cat(list(chunk))
+        with torch.no_grad(), ctx.autocast(), per_pass_batch_stats(ctx.teacher, len(chunk), track=start == 0):
+            logits = ctx.teacher(inputs).float()
+        if start == 0:
+            clean, logits = logits[: passes[0].shape[0]], logits[passes[0].shape[0] :]
+        if logits.numel():
+            probs = logits.softmax(1).unflatten(0, (-1, passes[0].shape[0])).sum(0)
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+    assert clean is not None
+    return clean, prob_sum / (len(passes) - 1) if prob_sum is not None else None
+
+
+def significance_from_passes(ctx: StepContext, mean_prob: Tensor, size: torch.Size) -> Tensor:
+    """U_T (Sec. 3.3, Eqs. 5-7) from the mean softmax ``[B,C,h,w]`` of the N noisy passes at the logits' resolution
+    (Eqs. 5-6 need only that mean).
+
+    ``significance_resolution: input`` upsamples the mean probabilities to the input size and thresholds there (a
+    0/1 mask); ``logits`` thresholds at the logits' resolution, with the released code's literal entropy, and
+    upsamples the 0/1 mask bilinearly (a soft mask).
+    """
+    cfg = ctx.cfg
+    k_sup = cfg.k_sup if cfg.k_sup is not None else math.log(ctx.num_classes)
+    threshold = Fn.dynamic_threshold(
+        ctx.iteration,
+        cfg.threshold_ramp if cfg.threshold_ramp is not None else ctx.total_iterations,
+        beta=cfg.threshold_beta,
+        gamma=cfg.threshold_gamma,
+        k_sup=k_sup,
+        form=cfg.threshold_form,
+    )
+    if cfg.significance_resolution == "logits":
+        hard = Fn.significance_mask(Fn.predictive_entropy(mean_prob.unsqueeze(0), official=True), threshold)
+        return F.interpolate(hard.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+    upsampled = F.interpolate(mean_prob, size=size, mode="bilinear", align_corners=True)
+    return Fn.significance_mask(Fn.predictive_entropy(upsampled.unsqueeze(0)), threshold)
+
+
+def passes_per_forward(setting: str | int, device: torch.device) -> int | None:
+    """How many of the teacher's N + 1 passes run in one forward, for ``train.teacher_passes``: ``separate`` (1),
+    ``batched`` (None: all), a number of passes, or ``auto``: separate on the CPU, where one forward over
+    (N + 1)·B images costs more than N + 1 forwards over B (benchmarks/RESULTS.md), batched elsewhere."""
+    if isinstance(setting, int):
+        return setting
+    if setting == "auto":
+        setting = "separate" if device.type == "cpu" else "batched"
+    return 1 if setting == "separate" else None
