@@ -122,6 +122,18 @@ class FeatureDistanceConfig:
 
 
 @dataclass(frozen=True)
+class MicConfig:
+    """Masked Image Consistency (Hoyer et al., CVPR 2023) on top of a mean-teacher method (``method.mic``)."""
+
+    weight: NonNegativeFloat = 0.0  # lambda of the masked consistency loss (MIC: 1); 0 = off
+    ratio: Annotated[float, Range(0, 1, high_open=True)] = 0.7  # the share of blocks hidden, in expectation
+    block: PositiveInt = 64  # the side of a block, in pixels of the input (the full-resolution crop)
+    # MIC's colour augmentation of the target before masking: the reference jitters when U(0,1) > 0.2 (i.e. with
+    # probability 0.8) with strength 0.2, and blurs when U(0,1) > 0.5, with draws of its own (not the mixed image's)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(jitter_p=0.8, jitter_strength=0.2))
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """The training method and its ablation switches (the fidelity switches: docs/fidelity.md)."""
 
@@ -166,6 +178,7 @@ class MethodConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     feature_distance: FeatureDistanceConfig = field(default_factory=FeatureDistanceConfig)
     augment_source: bool = False  # the strong augmentation on the labelled batch too (source-only + aug diagnostic)
+    mic: MicConfig = field(default_factory=MicConfig)  # Masked Image Consistency; mic.weight 0 = off
 
 
 @dataclass(frozen=True)

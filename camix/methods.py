@@ -30,8 +30,9 @@ from camix.augment import StrongAugment
 from camix.config import Config, MethodConfig
 from camix.data.batch import Batch
 from camix.labels import IGNORE_INDEX
+from camix.mic import masked_consistency
 from camix.mixes import MIXES, active_mix, needs_significance, target_mask
-from camix.step_context import MixedBatch, StepContext, StepFn, StepOutput, upsampled_logits
+from camix.step_context import MixedBatch, StepContext, StepFn, StepOutput, backward_finished, upsampled_logits
 from camix.teacher import teacher_view
 from camix.validation import ConfigKeyError
 
@@ -67,6 +68,7 @@ def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepO
     assert target is not None, "mean_teacher needs a target batch"
     cfg, mix = ctx.cfg, active_mix(ctx.cfg, ctx.iteration)
     out = source_only(ctx, source)
+    backward_finished(ctx, out)  # the source graph is freed before the teacher and the mixed forward
     view = teacher_view(ctx, target["image"], needs_significance(cfg, mix))
     mask = target_mask(ctx, mix, view, source, target)
     ones = torch.ones_like(view.weight)
@@ -88,6 +90,10 @@ def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepO
     out.losses["con"] = cfg.lambda_con * con
     out.mixed = MixedBatch(image.detach(), mask, label, sig, view.pseudo, weight)
     out.tiles.update(mixed_tiles(target, out.mixed))
+    if cfg.mic.weight > 0:  # MIC: the student on the masked target learns the unmasked target's pseudo-label
+        backward_finished(ctx, out)
+        out.losses["mic"], masked = masked_consistency(ctx, target["image"], view.pseudo, view.weight)
+        out.tiles["MIC masked target"] = masked[0]
     return out
 
 
@@ -154,6 +160,13 @@ def check_method_config(cfg: Config) -> None:
             "data.target",
             "method.name",
         )
+    if not needs.teacher and method.mic.weight > 0:
+        raise ConfigKeyError(
+            f"config key 'method.mic.weight': {method.mic.weight:g}, but method.name={method.name} has no teacher to "
+            "give MIC its pseudo-labels; use method.name=mean_teacher (with a mix) or method.mic.weight=0",
+            "method.mic.weight",
+            "method.name",
+        )
     if not needs.teacher and cfg.eval.model == "teacher":
         raise ConfigKeyError(
             f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",
@@ -206,6 +219,10 @@ def build_context(
         assert crop is not None, "the strong augmentation needs the crop size"
         crop_w, crop_h = crop
         augment = StrongAugment(cfg.augment, crop_h, crop_w, generator)
+    mic_augment = None
+    if cfg.mic.weight > 0:
+        assert crop is not None, "MIC's augmentation needs the crop size"
+        mic_augment = StrongAugment(cfg.mic.augment, crop[1], crop[0], generator)
     return StepContext(
         student=student,
         teacher=teacher,
@@ -220,6 +237,7 @@ def build_context(
         iteration=iteration,
         imagenet=imagenet,
         teacher_group=teacher_group,
+        mic_augment=mic_augment,
     )
 
 

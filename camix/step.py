@@ -28,6 +28,10 @@ def optimisation_step(
 ) -> tuple[StepOutput, torch.Tensor]:
     """One iteration on a batch already on the device: step -> summed loss -> backward -> SGD step -> EMA (Eq. 3).
 
+    The step may backpropagate the terms it has finished as it goes (``ctx.backward``,
+    :func:`camix.step_context.backward_finished`), freeing each forward's graph before the next; the rest of the
+    summed loss is backpropagated here.
+
     No host synchronisation (with bf16 or no autocast; fp16's GradScaler checks for infs on the host).
 
     Args:
@@ -39,12 +43,18 @@ def optimisation_step(
         ema_alpha_max: the EMA decay's ceiling.
 
     Returns:
-        The step's output and the summed loss (not detached).
+        The step's output and the summed loss (detached).
     """
-    out = step(ctx, source, target)
-    total = torch.stack(list(out.losses.values())).sum()
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
+    ctx.backward = lambda loss: scaler.scale(loss).backward()  # a step may backpropagate finished terms early
+    try:
+        out = step(ctx, source, target)
+    finally:
+        ctx.backward = None
+    pending = [value for name, value in out.losses.items() if name not in out.released]
+    if pending:
+        scaler.scale(torch.stack(pending).sum()).backward()
+    total = torch.stack([value.detach() for value in out.losses.values()]).sum()
     scaler.step(optimizer)
     scaler.update()
     if teacher is not None and model is not None:

@@ -37,6 +37,9 @@ class StepContext:
     iteration: int = 0
     imagenet: nn.Module | None = None  # the frozen initial network, when the FD loss is on
     teacher_group: int | None = None  # the teacher's passes per forward (None: all N + 1 in one forward)
+    mic_augment: Callable[[Tensor], Tensor] | None = None  # MIC's own colour augmentation, when method.mic is on
+    # set by the loop during a step (camix.step.optimisation_step): backpropagates a finished loss term at once
+    backward: Callable[[Tensor], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,21 @@ class StepOutput:
     losses: dict[str, Tensor]
     mixed: MixedBatch | None = None
     tiles: dict[str, Tensor] = field(default_factory=dict)
+    released: set[str] = field(default_factory=set)  # terms already backpropagated (their values are detached)
+
+
+def backward_finished(ctx: StepContext, out: StepOutput) -> None:
+    """Backpropagate the loss terms a step has finished, when the loop lets it (``ctx.backward``), so that each term's
+    graph (the student's activations) is freed before the step builds the next one: the peak memory is one forward's,
+    not the sum of them. The gradient is the sum's, as one backward of the summed loss would give it (up to the
+    order of floating-point accumulation). The terms stay in ``out.losses``, detached, for logging."""
+    pending = [name for name in out.losses if name not in out.released]
+    if ctx.backward is None or not pending:
+        return
+    ctx.backward(torch.stack([out.losses[name] for name in pending]).sum())
+    for name in pending:
+        out.losses[name] = out.losses[name].detach()
+    out.released.update(pending)
 
 
 @dataclass

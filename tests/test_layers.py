@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.config", "camix.config_tree", "camix.validation"),  # frozen dataclasses from YAML and their checks
     ("camix.data", "camix.models", "camix.augment", "camix.optim", "camix.visualize", "camix.runlock", "camix.rundir"),
     # the method registry and what a step works with: its context, the teacher's view, the mask strategies
-    ("camix.methods", "camix.step_context", "camix.teacher", "camix.mixes"),
+    ("camix.methods", "camix.step_context", "camix.teacher", "camix.mixes", "camix.mic"),
     ("camix.step", "camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_setup"),
     ("camix.train",),

@@ -22,7 +22,7 @@ def loss_records(run_dir: Path) -> list[dict[str, float]]:
     ]
 
 
-@pytest.mark.parametrize("name", ["source_only", "camix", "daformer_camix"])
+@pytest.mark.parametrize("name", ["source_only", "camix", "daformer_camix", "camix_mic"])
 def test_resumed_run_reproduces_the_uninterrupted_one(tiny_config, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     overrides = ("train.iterations=6", "train.checkpoint_every=3", "train.eval_every=3", "method.augment.flip=true")
     straight = tiny_config(name, *overrides)

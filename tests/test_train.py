@@ -34,6 +34,7 @@ def test_every_synthcity_config_trains_two_iterations(tiny_config, name: str) ->
     assert all(math.isfinite(v) for r in losses for k, v in r.items() if k.startswith("loss/"))
     expected_terms = {"loss/seg", "loss/total"} | ({"loss/con"} if cfg.method.name == "mean_teacher" else set())
     expected_terms |= {"loss/fd"} if cfg.method.feature_distance.weight > 0 else set()  # DAFormer's FD
+    expected_terms |= {"loss/mic"} if cfg.method.mic.weight > 0 else set()  # MIC's masked consistency
     assert {key for key in losses[0] if key.startswith("loss/")} == expected_terms
     if cfg.method.name == "mean_teacher":
         assert 0.0 <= losses[0]["stat/target_area"] <= 1.0 and 0.0 <= losses[0]["stat/significant"] <= 1.0
@@ -42,6 +43,16 @@ def test_every_synthcity_config_trains_two_iterations(tiny_config, name: str) ->
     assert (state["teacher"] is not None) == (cfg.method.name == "mean_teacher")
     assert 0.0 <= summary["final"]["miou19"] <= 100.0
     assert load_config(run / "config.yaml") == cfg  # the resolved config is saved and reloads identically
+
+
+@pytest.mark.parametrize("name", [n for n in SYNTHCITY_CONFIGS if n.endswith("_mic")])
+def test_every_mic_config_trains_three_iterations_and_shows_the_masked_target(tiny_config, name: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config(name, "train.iterations=3", "train.debug_every=3", "train.eval_every=3")
+    train(cfg, progress=False)
+    records = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    mic = [r["loss/mic"] for r in records if "loss/mic" in r]
+    assert len(mic) == 3 and all(math.isfinite(v) and v >= 0 for v in mic)
+    assert (Path(cfg.out_dir) / "debug" / "iter_0000003.png").is_file()
 
 
 def test_poly_learning_rate_with_classifier_multiplier() -> None:

@@ -30,7 +30,9 @@ from camix.functional.daformer import (
     thing_feature_distance,
     warmup_poly_lr,
 )
+from camix.functional.hrda import detail_box, hrda_fuse, hrda_loss, slide_average, slide_boxes
 from camix.functional.losses import consistency_loss, pseudo_label_weight, soft_mse_loss, src_loss
+from camix.functional.masking import block_mask, mask_image, mic_loss
 from camix.functional.metrics import confusion_matrix, iou, miou
 from camix.functional.mixing import classmix_mask, cowmix_mask, cutmix_mask, mix
 from camix.functional.teacher import ema_alpha, ema_update_
@@ -47,6 +49,7 @@ __all__ = [
     "RELATION_PRESETS",
     "THING_CLASSES",
     "Relations",
+    "block_mask",
     "class_mask",
     "classmix_mask",
     "close_relations_batched",
@@ -55,15 +58,20 @@ __all__ = [
     "contextual_mask",
     "cowmix_mask",
     "cutmix_mask",
+    "detail_box",
     "downscale_label_ratio",
     "dynamic_threshold",
     "ema_alpha",
     "ema_update_",
     "expand_with_relations",
+    "hrda_fuse",
+    "hrda_loss",
     "ignore_rows",
     "iou",
     "label_bins",
     "mask_from_selection",
+    "mask_image",
+    "mic_loss",
     "miou",
     "mix",
     "modulated_pseudo_label",
@@ -76,6 +84,8 @@ __all__ = [
     "select_classes",
     "select_half_batched",
     "significance_mask",
+    "slide_average",
+    "slide_boxes",
     "soft_mse_loss",
     "spatial_prior",
     "src_loss",

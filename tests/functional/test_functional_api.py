@@ -25,6 +25,8 @@ PUBLIC_NAMES = [
     "cutmix_mask",
     "cowmix_mask",
     "pseudo_label_weight",
+    "block_mask",
+    "mic_loss",
     "confusion_matrix",
     "iou",
     "miou",
