@@ -1,7 +1,7 @@
 """Seconds and peak memory of the teacher's N + 1 passes (Eq. 5) in each arrangement ``train.teacher_passes`` offers.
 
 The teacher runs as in training: train mode (batch statistics), no gradient, the clean target batch plus N noisy
-copies, through camix's own ``camix.methods.teacher_logits`` with the grouping under test:
+copies, through camix's own ``camix.teacher.teacher_logits`` with the grouping under test:
 
 * ``separate``: N + 1 forwards of B images;
 * ``3`` (any number k): forwards of k passes (k·B images), each pass normalised with its own statistics;

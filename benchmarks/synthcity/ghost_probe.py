@@ -23,19 +23,20 @@ import torch
 from torch import Tensor
 
 import camix.functional as Fn
-import camix.methods as methods
+import camix.mixes as mixes
 from camix.cli import main as camix_main
+from camix.step_context import StepContext, TeacherView
 
 GHOST_CLASSES = (4, 5, 6, 7, 11, 12, 13, 14, 15, 16, 17, 18)  # fence, pole, light, sign, person ... bicycle
 _pending: list[Tensor] = []
 _consistency_loss = Fn.consistency_loss
 
 
-def classmix_without_ghosts(ctx: methods.StepContext, view: methods.TeacherView, source: dict, target: dict) -> Tensor:
+def classmix_without_ghosts(ctx: StepContext, view: TeacherView, source: dict, target: dict) -> Tensor:
     """The DACS mask; remembers the ghost pixels (kept target under an unpasted source thing) for the loss."""
     if ctx.cfg.augment.flip:  # the flip would move the mask but not the remembered ghosts
         raise SystemExit("ghost_probe: set method.augment.flip=false (the SynthCity configs have it off)")
-    keep = methods.classmix(ctx, view, source, target)
+    keep = mixes.classmix(ctx, view, source, target)
     things = torch.tensor(GHOST_CLASSES, device=keep.device)
     _pending.append(keep & torch.isin(source["label"], things))
     return keep
@@ -52,7 +53,7 @@ def main(argv: Sequence[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    methods.MIXES["classmix"] = methods.MixStrategy(classmix_without_ghosts, "+ DACS without ghosts")
+    mixes.MIXES["classmix"] = mixes.MixStrategy(classmix_without_ghosts, "+ DACS without ghosts")
     Fn.consistency_loss = consistency_loss  # type: ignore[assignment]
     return camix_main(["train", *argv])
 

@@ -2,7 +2,7 @@
 
 A batch is a :class:`Batch` (a typed dict, as the loaders collate it): the crops' images, their labels and the
 crop boxes. :func:`to_device` moves all three to the training device in one place; the step reads nothing from
-the host, the boxes included (the spatial prior is cropped on the device, ``camix.methods.crop_prior``).
+the host, the boxes included (the spatial prior is cropped on the device, ``camix.mixes.crop_prior``).
 """
 
 from __future__ import annotations
