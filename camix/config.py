@@ -222,7 +222,7 @@ class TrainConfig:
     compile: bool = False
     # the teacher's N + 1 passes (clean + noisy, Eq. 5): "separate" forwards, one "batched" forward (per-pass
     # BatchNorm statistics), or that many passes per forward; "auto": separate on the CPU, batched on a GPU. The
-    # results are the same (tests/test_methods.py); only the speed and the memory differ (benchmarks/RESULTS.md)
+    # results are the same (tests/test_teacher_passes.py); only the speed and the memory differ (benchmarks/RESULTS.md)
     teacher_passes: Literal["auto", "separate", "batched"] | PositiveInt = "auto"
     cudnn_benchmark: bool = True
     threads: PositiveInt | None = None  # torch CPU threads; None leaves torch's default

@@ -1,13 +1,14 @@
 """Every check of a training config before a run directory is created or written, each in the home of its part.
 
-:func:`preflight` runs, in this order: the files the config names exist (weights, prior); what the method needs of
-the config (:func:`camix.methods.check_method_config`); a ``--resume`` checkpoint
-(:func:`camix.checkpoint.check_resume`);
+:func:`preflight` runs, in this order: the files the config names exist (weights, prior); every value's range
+(:func:`camix.validation.check_ranges`) and every rule between fields of the config layer
+(:func:`camix.config.check_rules`) — the two halves of :func:`camix.config.validate_config`, which ``load_config``
+has run already, repeated for a config built in code; what the method needs of the config
+(:func:`camix.methods.check_method_config`); a ``--resume`` checkpoint (:func:`camix.checkpoint.check_resume`);
 a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); the dataset folders
 (:func:`camix.data.datasets.check_roots`); the model name (:func:`camix.models.registry.check_model_config`);
-TensorBoard (:func:`camix.tensorboard.check_tensorboard`); every value and rule of the config layer
-(:func:`camix.config.validate_config`, which ``load_config`` has run already). Listing the datasets' files is
-cheap; no image is decoded here.
+TensorBoard (:func:`camix.tensorboard.check_tensorboard`). Values come before the checks that read them. Listing
+the datasets' files is cheap; no image is decoded here.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from camix.checkpoint import check_resume
-from camix.config import Config, validate_config
+from camix.config import Config, check_rules
 from camix.data.datasets import check_roots
 from camix.data.prior import check_prior_file
 from camix.methods import check_method_config, method_of, uses_prior
 from camix.models.registry import check_model_config
 from camix.tensorboard import check_tensorboard
-from camix.validation import ConfigKeyError
+from camix.validation import ConfigKeyError, check_ranges
 
 
 def preflight(cfg: Config, resume: str | None = None) -> None:
@@ -42,6 +43,8 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
         _require_file(model.pretrained, "model.pretrained", "a local weights file (.pth); nothing is downloaded")
     if data.prior is not None:
         _require_file(data.prior, "data.prior", "a spatial prior from `camix data prior`")
+    check_ranges(cfg, num_classes=model.num_classes)
+    check_rules(cfg)
     check_method_config(cfg)
     with_target, reads_prior = method_of(cfg.method).target, uses_prior(cfg.method)
     check_resume(resume, model)
@@ -50,7 +53,6 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
     check_roots(data, with_target=with_target)
     check_model_config(model.name)
     check_tensorboard(cfg.train.tensorboard)
-    validate_config(cfg)
 
 
 def _require_file(path: str, key: str, what: str) -> None:

@@ -41,7 +41,7 @@ def first_losses(run_dir: Path) -> dict[str, float]:
     return next(r for r in records if "loss/total" in r)
 
 
-@pytest.mark.parametrize("name", ["camix", "daformer_camix"])
+@pytest.mark.parametrize("name", ["camix", "daformer_camix", "camix_mic"])
 def test_two_process_gloo_training(tiny_config, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_config(name, "train.iterations=3", "train.eval_every=3", "train.checkpoint_every=3")
     ddp_cfg = replace(cfg, out_dir=str(tmp_path / "ddp"))

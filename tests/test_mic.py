@@ -84,3 +84,16 @@ def test_mic_needs_a_teacher() -> None:
         load_config(None, ["method.mic.ratio=1.0"])
     with pytest.raises(ConfigError, match=r"'method.mic.block': 0 is out of range"):
         load_config(None, ["method.mic.block=0"])
+
+
+def test_mic_under_bf16_autocast_stays_within_2_percent_of_fp32() -> None:
+    """The fast path's bf16 autocast: the same draws give the masked-consistency loss within 2 % of fp32."""
+    g = torch.Generator().manual_seed(4)
+    source = {"image": torch.randn(B, 3, H, W, generator=g) * 40, "label": torch.randint(0, 19, (B, H, W))}
+    target = {"image": torch.randn(B, 3, H, W, generator=g) * 40, "box": torch.tensor([[0, 0, H, W]] * B)}
+    fp32 = mean_teacher(context("camix"), source, target).losses["mic"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = mean_teacher(context("camix"), source, target).losses["mic"]
+    assert fp32.item() > 0 and bf16.dtype == torch.float32  # the loss is reduced in fp32 under autocast
+    assert abs(bf16.item() - fp32.item()) <= 0.02 * fp32.item()
+    bf16.backward()

@@ -162,7 +162,8 @@ def test_preflight_prior_class_count_and_size(tiny_config, tmp_path: Path) -> No
     prior = tmp_path / "prior.pt"
     torch.save({"prior": torch.full((19, 48, 96), 1 / 19)}, prior)
     preflight(replace(cfg, **{"data.prior": str(prior)}))
-    sized = replace(cfg, **{"data.prior": str(prior), "data.target": replace(cfg.data.target, size=(64, 32))})
+    resized = {"data.target": replace(cfg.data.target, size=(64, 32)), "data.crop": (32, 32)}  # the crop fits
+    sized = replace(cfg, **{"data.prior": str(prior), **resized})
     with pytest.raises(
         ConfigKeyError, match=r"prior.pt is 96x48 \(WxH\) but the target images are resized to data.target.size=64x32"
     ):
