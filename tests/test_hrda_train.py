@@ -131,3 +131,26 @@ def test_hrda_refuses_a_checkpoint_trained_without_it(synthcity_128: Path, tmp_p
     train(plain, progress=False)
     with pytest.raises(Exception, match=r"trained without HRDA \(model.hrda\)"):
         load_for_inference(tmp_path / "plain" / "checkpoints" / "last.pt", overrides=["model.hrda.detail_crop=[32,32]"])
+
+
+def test_two_process_gloo_training_with_hrda(synthcity_128: Path, tmp_path: Path) -> None:
+    """DDP with HRDA: each rank draws its own detail crops, the ranks' weights stay identical."""
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import free_port, worker
+
+    cfg = hrda_config(synthcity_128, tmp_path / "ddp", "hrda_camix", "train.iterations=2", "train.eval_every=2")
+    mp.spawn(worker, args=(cfg, free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for part in ("model", "teacher"):
+        for key, value in rank0[part].items():
+            if "running" not in key and "num_batches" not in key:  # BatchNorm statistics are per rank
+                assert torch.equal(value, rank1[part][key]), f"{part}.{key} differs between ranks"
+    assert len([r for r in records(tmp_path / "ddp") if "loss/total" in r]) == 2
+
+
+def test_hrda_trains_under_bf16_autocast(synthcity_128: Path, tmp_path: Path) -> None:
+    cfg = hrda_config(synthcity_128, tmp_path / "bf16", "hrda_camix_mic", "train.iterations=2", "train.amp=bf16")
+    train(cfg, progress=False)
+    losses = [r for r in records(Path(cfg.out_dir)) if "loss/total" in r]
+    assert len(losses) == 2 and all(math.isfinite(float(r["loss/total"])) for r in losses)  # type: ignore[arg-type]
