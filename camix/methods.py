@@ -59,7 +59,7 @@ def source_only(ctx: StepContext, source: Batch, target: Batch | None = None) ->
     tiles.update(pred.tiles(image))
     loss = pred.loss(cross_entropy, source["label"])
     assert pred.features is not None
-    distance = Fn.thing_feature_distance(  # HRDA: on the context's features (HRDA Sec. 3.4, scale 0.5)
+    distance = Fn.thing_feature_distance(  # HRDA: on the context's features (the input at 0.5), as its reference
         pred.features.float(), imagenet_features.float(), source["label"], fd.classes, fd.min_ratio, ctx.num_classes
     )
     return StepOutput({"seg": loss, "fd": fd.weight * distance}, tiles=tiles)
