@@ -260,6 +260,7 @@ class EvalConfig:
     model: Literal["student", "teacher"] = "student"
     flip: bool = False
     sliding_window: PositiveSize | None = None  # [width, height] window; None evaluates whole images
+    overlap: Annotated[float, Range(0, 1, high_open=True)] = 1 / 3  # of neighbouring sliding windows (HRDA: 0.5)
     batch_size: PositiveInt = 1
 
 
