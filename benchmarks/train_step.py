@@ -145,6 +145,8 @@ def build_fast(
         autocast=autocast_factory(device, cfg.train.amp),
         imagenet=nets.imagenet,
         teacher_group=passes_per_forward(cfg.train.teacher_passes, generator_device(device)),
+        hrda=cfg.model.hrda,
+        output_stride=int(getattr(nets.model, "output_stride", 8)),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     return FastSetup(cfg, ctx, method_of(cfg.method).step, nets, optimizer, scaler)

@@ -28,7 +28,7 @@ from camix.config import Config, ModelConfig, config_from_tree, load_config
 from camix.config_tree import to_dict
 from camix.errors import CheckpointError
 from camix.io import atomic_torch_save, atomic_write_bytes
-from camix.models import build_model
+from camix.models import build_network
 from camix.models.weights import numpy_safe_globals
 from camix.rundir import MetricsLog, RunDir
 
@@ -110,6 +110,12 @@ def check_compatible(state: dict[str, Any], model_cfg: ModelConfig, path: str | 
                 f"checkpoint {path} was trained with model.{key}={saved[key]!r}, but the config says "
                 f"{getattr(model_cfg, key)!r}; use the matching config or --set model.{key}={saved[key]}"
             )
+    if "name" in saved and (saved.get("hrda") is None) != (model_cfg.hrda is None):
+        trained = "with" if saved.get("hrda") is not None else "without"
+        raise CheckpointError(
+            f"checkpoint {path} was trained {trained} HRDA (model.hrda), but the config says model.hrda="
+            f"{'null' if model_cfg.hrda is None else 'on'}; use the checkpoint's config (omit -c) or set model.hrda"
+        )
 
 
 def check_resume(resume: str | None, model_cfg: ModelConfig) -> None:
@@ -210,7 +216,7 @@ def network_from_state(cfg: Config, state: dict[str, Any], path: str | Path, *, 
             f"checkpoint {path} holds no {'teacher' if teacher else 'student'} weights"
             + (" (best.pt keeps the student only; use last.pt)" if teacher else "")
         )
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
+    model = build_network(cfg.model)
     try:
         model.load_state_dict(state[key])
     except RuntimeError as exc:

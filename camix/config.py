@@ -44,6 +44,27 @@ from camix.validation import (
 
 
 @dataclass(frozen=True)
+class HrdaConfig:
+    """HRDA's multi-resolution training and inference (Hoyer et al., ECCV 2022; ``model.hrda``, null = off).
+
+    Training: the context is the whole training crop (``data.crop``) downscaled by ``context_scale``; the detail is
+    a random ``detail_crop`` window of it at full resolution; their logits are fused with a learned scale attention
+    (HRDA Sec. 3.2-3.3). Inference: the context of the whole input and the detail from overlapping ``detail_crop``
+    windows every ``detail_stride`` pixels. Sizes are [width, height]; the rules between the keys are checked at load
+    (``camix.config.check_rules``) and against the network's output stride before a run
+    (``camix.models.hrda.check_hrda_config``).
+    """
+
+    context_scale: PositiveFloat = 0.5  # HRDA's context scale; only 0.5 is supported (the fusion upsamples by 2)
+    detail_crop: PositiveSize = (512, 512)  # HRDA's 512x512 detail crop of the 1024x1024 training crop
+    detail_loss_weight: Probability = 0.1  # lambda_d of the detail crop's own loss (HRDA: 0.1)
+    attention: Literal["classwise", "single"] = "classwise"  # one attention channel per class (HRDA) or one in all
+    attention_channels: PositiveInt = 256  # the scale-attention head's width (HRDA: 256 for DAFormer's decoder)
+    # inference windows' step; None: half the detail crop (HRDA's 256 for 512 windows)
+    detail_stride: PositiveSize | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The segmentation network (see ``camix.models``)."""
 
@@ -51,6 +72,7 @@ class ModelConfig:
     num_classes: Annotated[int, Range(19, 254)] = 19  # the datasets' 19 trainIds must fit; 255 is the ignore label
     aspp_branches: Literal[2, 4] = 2  # 2: the released code's sum of the dilation-6 and -12 branches
     pretrained: str | None = None  # local path to an MS-COCO/ImageNet init; never downloaded
+    hrda: HrdaConfig | None = None  # HRDA's multi-resolution training and inference around the network; None: off
 
 
 @dataclass(frozen=True)
@@ -75,9 +97,9 @@ class RareClassConfig:
     min_pixels: NonNegativeInt = (
         3000  # an image is drawn for class c only if it holds at least this many c pixels (native res)
     )
-    min_crop_ratio: Annotated[float, Range(0, 1)] = (
-        0.5  # crops are redrawn (up to 10 times) until they hold min_pixels * ratio c pixels
-    )
+    # crops are redrawn (up to 10 times) until they hold min_pixels * ratio c pixels (HRDA's 1024x1024 crops of the
+    # 2560x1440 GTA5 images: 2.0, the reference's value)
+    min_crop_ratio: NonNegativeFloat = 0.5
 
 
 @dataclass(frozen=True)
@@ -238,6 +260,7 @@ class EvalConfig:
     model: Literal["student", "teacher"] = "student"
     flip: bool = False
     sliding_window: PositiveSize | None = None  # [width, height] window; None evaluates whole images
+    overlap: Annotated[float, Range(0, 1, high_open=True)] = 1 / 3  # of neighbouring sliding windows (HRDA: 0.5)
     batch_size: PositiveInt = 1
 
 
@@ -351,6 +374,44 @@ def check_rules(cfg: Config) -> None:
             "train.device",
         )
     _check_crop(cfg)
+    _check_hrda(cfg)
+
+
+def _check_hrda(cfg: Config) -> None:
+    """``model.hrda``: the supported context scale, a detail crop inside the training crop, windows that cover it."""
+    hrda = cfg.model.hrda
+    if hrda is None:
+        return
+    if hrda.context_scale != 0.5:
+        raise ConfigKeyError(
+            f"config key 'model.hrda.context_scale': {hrda.context_scale:g} is not supported; use 0.5 (the fusion "
+            "upsamples the context by 2, as HRDA)",
+            "model.hrda.context_scale",
+        )
+    crop, detail = cfg.data.crop, hrda.detail_crop
+    if detail[0] > crop[0] or detail[1] > crop[1]:
+        raise ConfigKeyError(
+            f"config key 'model.hrda.detail_crop': {show_value(detail)} does not fit the training crop "
+            f"(data.crop={show_value(crop)}); it must be at most {crop[0]}x{crop[1]}",
+            "model.hrda.detail_crop",
+            "data.crop",
+        )
+    stride = hrda.detail_stride
+    if stride is not None and (stride[0] > detail[0] or stride[1] > detail[1]):
+        raise ConfigKeyError(
+            f"config key 'model.hrda.detail_stride': {show_value(stride)} is larger than the detail windows "
+            f"(model.hrda.detail_crop={show_value(detail)}) and would leave gaps; it must be at most "
+            f"{detail[0]}x{detail[1]}",
+            "model.hrda.detail_stride",
+            "model.hrda.detail_crop",
+        )
+    if cfg.optim.duplicate_backbone_params:
+        raise ConfigKeyError(
+            "config key 'optim.duplicate_backbone_params': true reproduces the released DeepLab-v2 optimiser, which "
+            "knows no HRDA attention head; use optim.duplicate_backbone_params=false or model.hrda=null",
+            "optim.duplicate_backbone_params",
+            "model.hrda",
+        )
 
 
 def _check_crop(cfg: Config) -> None:

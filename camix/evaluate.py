@@ -265,7 +265,9 @@ def evaluation_protocol(cfg: Config, overlap: float, images: int) -> dict[str, A
 def evaluate_with(
     cfg: Config, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, **options: Any
 ) -> EvalResult:
-    """:func:`evaluate` with ``cfg.model.num_classes`` and the protocol of ``cfg.eval`` (flip, sliding window)."""
+    """:func:`evaluate` with ``cfg.model.num_classes`` and the protocol of ``cfg.eval`` (flip, sliding window and its
+    overlap, unless ``options`` give one)."""
+    options.setdefault("overlap", cfg.eval.overlap)
     return evaluate(
         model,
         batches,
@@ -278,9 +280,11 @@ def evaluate_with(
 
 
 def evaluate_model(
-    cfg: Config, model: torch.nn.Module, info: CheckpointInfo, *, overlap: float = 1 / 3, progress: bool = True
+    cfg: Config, model: torch.nn.Module, info: CheckpointInfo, *, overlap: float | None = None, progress: bool = True
 ) -> Evaluation:
-    """Evaluate ``model`` on ``cfg.data.val`` with ``cfg.eval``'s protocol (batch size 1 for native-size labels)."""
+    """Evaluate ``model`` on ``cfg.data.val`` with ``cfg.eval``'s protocol (batch size 1 for native-size labels);
+    ``overlap`` replaces ``eval.overlap``."""
+    overlap = cfg.eval.overlap if overlap is None else overlap
     device = select_device(cfg.train.device)
     dataset = build_dataset(cfg.data.val, crop=None, train=False)
     batch_size = 1 if cfg.data.val.label_size == "native" else cfg.eval.batch_size

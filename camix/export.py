@@ -2,7 +2,7 @@
 
 The exported graph maps Caffe-normalised BGR images ``image`` [N,3,H,W] (float32) to ``logits`` [N,C,h,w] at
 output stride 8 for DeepLab-v2 (``h = ceil(H/8)`` up to its rounding) or 4 for the DAFormer networks, with N, H and
-W dynamic. Upsample the logits
+W dynamic (an HRDA network: its fused whole-image inference at one fixed H and W, N = 1). Upsample the logits
 to the image size (bilinear, ``align_corners=True``) and take the argmax for a label map, as ``camix predict``.
 """
 
@@ -36,7 +36,12 @@ def require(module: str) -> Any:
 
 
 def export_onnx(
-    model: torch.nn.Module, path: str | Path, *, opset: int = 17, sample_size: tuple[int, int] = (64, 96)
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    opset: int = 17,
+    sample_size: tuple[int, int] = (64, 96),
+    fixed_size: bool = False,
 ) -> None:
     """Write ``model`` (eval mode, on the CPU) as ONNX with dynamic batch, height and width; checked by onnx.
 
@@ -44,7 +49,9 @@ def export_onnx(
         model: the network.
         path: the ``.onnx`` file (written atomically).
         opset: ONNX opset version.
-        sample_size: (height, width) of the tracing input; any size runs afterwards.
+        sample_size: (height, width) of the tracing input; any size runs afterwards unless ``fixed_size``.
+        fixed_size: the graph takes one ``sample_size`` image only: HRDA's fused inference, whose sliding windows
+            are laid out for one batch and image size when it is traced.
     """
     onnx = require("onnx")
     model = model.cpu().eval()
@@ -60,7 +67,9 @@ def export_onnx(
             opset_version=opset,
             input_names=["image"],
             output_names=["logits"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "h8", 3: "w8"}},
+            dynamic_axes=None
+            if fixed_size
+            else {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "h8", 3: "w8"}},
         )
     onnx.checker.check_model(onnx.load_model_from_string(buffer.getvalue()))
     atomic_write_bytes(path, buffer.getvalue())

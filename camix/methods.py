@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from camix import functional as Fn
 from camix.augment import StrongAugment
-from camix.config import Config, MethodConfig
+from camix.config import Config, HrdaConfig, MethodConfig
 from camix.data.batch import Batch
 from camix.labels import IGNORE_INDEX
 from camix.mic import masked_consistency
 from camix.mixes import MIXES, active_mix, needs_significance, target_mask
-from camix.step_context import MixedBatch, StepContext, StepFn, StepOutput, backward_finished, upsampled_logits
+from camix.step_context import MixedBatch, StepContext, StepFn, StepOutput, backward_finished, predict
 from camix.teacher import teacher_view
 from camix.validation import ConfigKeyError
 
@@ -49,18 +49,25 @@ def source_only(ctx: StepContext, source: Batch, target: Batch | None = None) ->
         image = ctx.augment(image)
     if ctx.imagenet is None or fd.weight <= 0:
         with ctx.autocast():
-            logits = upsampled_logits(ctx.student, image)
-        return StepOutput({"seg": F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)}, tiles=tiles)
+            pred = predict(ctx, image)
+        tiles.update(pred.tiles(image))
+        return StepOutput({"seg": pred.loss(cross_entropy, source["label"])}, tiles=tiles)
     with ctx.autocast():
-        raw, features = ctx.student(image, return_features=True)
+        pred = predict(ctx, image, features=True)
         with torch.no_grad():
             imagenet_features = ctx.imagenet.features(image)  # type: ignore[operator]  # camix networks have it
-    logits = F.interpolate(raw.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
-    loss = F.cross_entropy(logits, source["label"], ignore_index=IGNORE_INDEX)
-    distance = Fn.thing_feature_distance(
-        features.float(), imagenet_features.float(), source["label"], fd.classes, fd.min_ratio, ctx.num_classes
+    tiles.update(pred.tiles(image))
+    loss = pred.loss(cross_entropy, source["label"])
+    assert pred.features is not None
+    distance = Fn.thing_feature_distance(  # HRDA: on the context's features (the input at 0.5), as its reference
+        pred.features.float(), imagenet_features.float(), source["label"], fd.classes, fd.min_ratio, ctx.num_classes
     )
     return StepOutput({"seg": loss, "fd": fd.weight * distance}, tiles=tiles)
+
+
+def cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
+    """Eq. 10's pixel-wise cross-entropy, the ignore label left out."""
+    return F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX)
 
 
 def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepOutput:
@@ -79,17 +86,22 @@ def mean_teacher(ctx: StepContext, source: Batch, target: Batch | None) -> StepO
     image, label, weight, sig, mask = maybe_flip(ctx, image, label, weight, sig, mask)
     image = ctx.augment(image)
     with ctx.autocast():
-        logits = upsampled_logits(ctx.student, image)
+        pred = predict(ctx, image)
     # the ClassMix warm-up has no significance mask: SRC falls back to the weighted CE (which the released SRC equals)
     kind = "ce" if mix != cfg.mix and cfg.consistency == "src" else cfg.consistency
     if kind == "mse" and cfg.official_mse:  # Table 5's MSE as released: soft, unmixed teacher target
-        confident = (view.prob.amax(1) >= cfg.pseudo_threshold).to(logits.dtype).mean()
-        con = Fn.soft_mse_loss(logits, view.prob, confident)
+        confident = (view.prob.amax(1) >= cfg.pseudo_threshold).to(pred.logits.dtype).mean()
+        con = pred.loss(lambda logits, prob: Fn.soft_mse_loss(logits, prob, confident), view.prob)
     else:
-        con = Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
+
+        def consistency(logits: Tensor, label: Tensor, sig: Tensor, weight: Tensor) -> Tensor:
+            return Fn.consistency_loss(logits, label, sig, weight, kind=kind, official=cfg.official_src)
+
+        con = pred.loss(consistency, label, sig, weight)
     out.losses["con"] = cfg.lambda_con * con
     out.mixed = MixedBatch(image.detach(), mask, label, sig, view.pseudo, weight)
     out.tiles.update(mixed_tiles(target, out.mixed))
+    out.tiles.update({f"{caption} (mixed)": tile for caption, tile in pred.tiles(image).items()})
     if cfg.mic.weight > 0:  # MIC: the student on the masked target learns the unmasked target's pseudo-label
         backward_finished(ctx, out)
         out.losses["mic"], masked = masked_consistency(ctx, target["image"], view.pseudo, view.weight)
@@ -208,12 +220,15 @@ def build_context(
     imagenet: nn.Module | None = None,
     iteration: int = 0,
     teacher_group: int | None = None,
+    hrda: HrdaConfig | None = None,
+    output_stride: int = 8,
 ) -> StepContext:
     """The one builder of a :class:`StepContext` (trainer, benchmarks, tests).
 
     ``augment`` defaults to the strong augmentation of ``cfg.augment`` at the ``crop`` size (width, height), drawing
     from ``generator``; the prior is kept only when :func:`uses_prior` says the method reads it. ``teacher_group``:
-    the teacher's passes per forward (:func:`passes_per_forward`; None: all in one).
+    the teacher's passes per forward (:func:`passes_per_forward`; None: all in one). ``hrda``: ``model.hrda`` when the
+    student is an HRDA network of output stride ``output_stride`` (:func:`camix.step_context.predict`).
     """
     if augment is None:
         assert crop is not None, "the strong augmentation needs the crop size"
@@ -238,6 +253,8 @@ def build_context(
         imagenet=imagenet,
         teacher_group=teacher_group,
         mic_augment=mic_augment,
+        hrda=hrda,
+        output_stride=output_stride,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from camix import functional as Fn
-from camix.step_context import StepContext, upsampled_logits
+from camix.step_context import StepContext, predict
 
 
 def masked_consistency(ctx: StepContext, target_image: Tensor, pseudo: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -31,5 +31,5 @@ def masked_consistency(ctx: StepContext, target_image: Tensor, pseudo: Tensor, w
     keep = Fn.block_mask(batch, height, width, cfg.ratio, cfg.block, ctx.generator, device=image.device)
     masked = Fn.mask_image(image, keep)
     with ctx.autocast():
-        logits = upsampled_logits(ctx.student, masked)
-    return cfg.weight * Fn.mic_loss(logits, pseudo, weight), masked.detach()
+        pred = predict(ctx, masked)  # HRDA: context and detail of the masked full-resolution image
+    return cfg.weight * pred.loss(Fn.mic_loss, pseudo, weight), masked.detach()

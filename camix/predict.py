@@ -100,7 +100,7 @@ def segment_image(
     net_size = size or target_size((width, height), cfg.data.val.size, cfg.data.val.scale)
     resized = np.asarray(resize_image(Image.fromarray(rgb), net_size))
     image = to_caffe_tensor(resized)[None].to(device)
-    logits = predict_logits(model, image, (height, width), cfg.eval.flip, cfg.eval.sliding_window)
+    logits = predict_logits(model, image, (height, width), cfg.eval.flip, cfg.eval.sliding_window, cfg.eval.overlap)
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 

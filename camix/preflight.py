@@ -7,8 +7,9 @@ has run already, repeated for a config built in code; what the method needs of t
 (:func:`camix.methods.check_method_config`); a ``--resume`` checkpoint (:func:`camix.checkpoint.check_resume`);
 a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); the dataset folders
 (:func:`camix.data.datasets.check_roots`); the model name (:func:`camix.models.registry.check_model_config`);
-TensorBoard (:func:`camix.tensorboard.check_tensorboard`). Values come before the checks that read them. Listing
-the datasets' files is cheap; no image is decoded here.
+HRDA's sizes against the network (:func:`camix.models.hrda.check_hrda_config`); TensorBoard
+(:func:`camix.tensorboard.check_tensorboard`). Values come before the checks that read them. Listing the datasets'
+files is cheap; no image is decoded here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from camix.config import Config, check_rules
 from camix.data.datasets import check_roots
 from camix.data.prior import check_prior_file
 from camix.methods import check_method_config, method_of, uses_prior
+from camix.models.hrda import check_hrda_config
 from camix.models.registry import check_model_config
 from camix.tensorboard import check_tensorboard
 from camix.validation import ConfigKeyError, check_ranges
@@ -52,6 +54,7 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
         check_prior_file(data.prior, model.num_classes, data.target)
     check_roots(data, with_target=with_target)
     check_model_config(model.name)
+    check_hrda_config(cfg)
     check_tensorboard(cfg.train.tensorboard)
 
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camix.config import MethodConfig
+from camix import functional as Fn
+from camix.config import HrdaConfig, MethodConfig
 from camix.data.batch import Batch
 
 
@@ -40,6 +41,8 @@ class StepContext:
     mic_augment: Callable[[Tensor], Tensor] | None = None  # MIC's own colour augmentation, when method.mic is on
     # set by the loop during a step (camix.step.optimisation_step): backpropagates a finished loss term at once
     backward: Callable[[Tensor], None] | None = None
+    hrda: HrdaConfig | None = None  # model.hrda: the student is camix.models.HRDA, trained on context + detail
+    output_stride: int = 8  # the network's output stride (HRDA's detail crop corners are multiples of twice it)
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,94 @@ def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
     """Model logits bilinearly upsampled to the input size (align_corners=True, as DACS), in float32."""
     logits = model(image)
     return F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def _upsampled(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The student's prediction of a training image, as its losses read it.
+
+    Without HRDA: the logits at the input size. With HRDA (HRDA Sec. 3.3): the fused logits at the input size, the
+    detail crop's own logits at the crop's size, where the crop lies, and the scale attention; :meth:`loss` then
+    weights the fused and the detail losses (:func:`camix.functional.hrda_loss`).
+    """
+
+    logits: Tensor  # [B,C,H,W] float32 at the input size (HRDA: the fused prediction)
+    features: Tensor | None = None  # the features DAFormer's feature distance compares (HRDA: the context's)
+    detail: Tensor | None = None  # HRDA: [B,C,hh,ww] float32, the detail crop's logits at its input size
+    box: tuple[int, int] = (0, 0)  # HRDA: (top, left) of the detail crop on the input
+    attention: Tensor | None = None  # HRDA: [B,C or 1,h,w] the scale attention on the context's grid
+    detail_weight: float = 0.0  # HRDA's lambda_d
+
+    def loss(self, fn: Callable[..., Tensor], *targets: Any) -> Tensor:
+        """``fn(logits, *targets)``; with HRDA ``(1 - lambda_d) fn(fused, *targets) + lambda_d fn(detail, *cropped)``,
+        where every target with the input's height and width (labels, weights, masks, probabilities) is cropped to
+        the detail crop and anything else (a scalar) is passed as is."""
+        fused = fn(self.logits, *targets)
+        if self.detail is None:
+            return fused
+        size = self.logits.shape[-2:]
+        cropped = [self.crop(t) if isinstance(t, Tensor) and t.shape[-2:] == size else t for t in targets]
+        return Fn.hrda_loss(fused, fn(self.detail, *cropped), self.detail_weight)
+
+    def crop(self, tensor: Tensor) -> Tensor:
+        """The detail crop's window of a tensor at the input size (its last two dimensions)."""
+        assert self.detail is not None
+        (top, left), (height, width) = self.box, self.detail.shape[-2:]
+        return tensor[..., top : top + height, left : left + width]
+
+    def crop_mask(self, like: Tensor) -> Tensor:
+        """``[1, 1, H, W]``: 1 inside the detail crop, 0 elsewhere, at the input size of ``like``."""
+        assert self.detail is not None
+        inside = torch.zeros_like(like[:1, :1])
+        (top, left), (height, width) = self.box, self.detail.shape[-2:]
+        inside[..., top : top + height, left : left + width] = 1
+        return inside
+
+    def tiles(self, image: Tensor) -> dict[str, Tensor]:
+        """HRDA's debug-panel tiles for the batch's first image, at the input size: the context (the input at 0.5,
+        shown enlarged), the detail crop (the input darkened outside it) and the scale attention (mean over classes);
+        none without HRDA."""
+        if self.detail is None or self.attention is None:
+            return {}
+        first = image[:1].detach().float()
+        size = first.shape[-2:]
+        small = F.interpolate(first, scale_factor=0.5, mode="bilinear", align_corners=False)
+        outside = 1 - self.crop_mask(first)
+        attention = F.interpolate(self.attention[:1].detach().float().mean(1, keepdim=True), size=size, mode="nearest")
+        return {
+            "HRDA context (x0.5)": F.interpolate(small, size=size, mode="nearest")[0],
+            "HRDA detail crop": (first - 80 * outside)[0],
+            "HRDA scale attention": attention[0, 0],
+        }
+
+
+def predict(ctx: StepContext, image: Tensor, *, features: bool = False) -> Prediction:
+    """The student's :class:`Prediction` of a training image (call it under ``ctx.autocast()``).
+
+    Without HRDA it is :func:`upsampled_logits` (with ``features``: the logits and the network's features, the logits
+    upsampled outside autocast), the same arithmetic as before HRDA existed. With HRDA (``ctx.hrda``) a detail crop is
+    drawn from ``ctx.generator`` (:func:`camix.functional.detail_box`, corners on a grid of twice the output stride)
+    and the student's training forward gives the fused and detail logits, the attention and the context's features.
+    """
+    hrda = ctx.hrda
+    if hrda is None and not features:
+        return Prediction(upsampled_logits(ctx.student, image))
+    if hrda is None:
+        raw, feats = ctx.student(image, return_features=True)
+        with torch.autocast(raw.device.type, enabled=False):
+            return Prediction(_upsampled(raw, image.shape[-2:]), feats)
+    crop = (hrda.detail_crop[1], hrda.detail_crop[0])
+    box = Fn.detail_box(image.shape[-2], image.shape[-1], crop, 2 * ctx.output_stride, ctx.generator)
+    out = ctx.student(image, detail_box=box)
+    return Prediction(
+        _upsampled(out.fused, image.shape[-2:]),
+        out.features if features else None,
+        _upsampled(out.detail, crop),
+        box,
+        out.attention,
+        hrda.detail_loss_weight,
+    )

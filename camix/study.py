@@ -40,7 +40,7 @@ DEFAULT_COMMAND = "camix study configs/synthcity/study.yaml"
 class SynthCitySpec:
     """The SynthCity every run of the study trains on (generated when missing)."""
 
-    dir: str = DEFAULT_DATA_PREFIX  # replaces the data/synthcity prefix of every data root of the run configs
+    dir: str = DEFAULT_DATA_PREFIX  # replaces the data/synthcity folder in every data root of the run configs
     seed: NonNegativeInt = 0
     size: tuple[Annotated[int, Range(32)], Annotated[int, Range(16)]] = (256, 128)  # [width, height]
     num_source: PositiveInt = 400
@@ -157,7 +157,8 @@ def _run_config(study: StudyConfig, name: str, seed: int) -> Config:
         extra.append(f"model.pretrained={init_checkpoint(study, init, seed)}")
     for key in ("source", "target", "val"):
         dataset = getattr(base.data, key)
-        if dataset is not None and dataset.root.startswith(DEFAULT_DATA_PREFIX):
+        # the folder data/synthcity itself, not a sibling such as data/synthcity_512 (the HRDA configs' data)
+        if dataset is not None and (dataset.root + "/").startswith(DEFAULT_DATA_PREFIX + "/"):
             extra.append(f"data.{key}.root={study.synthcity.dir}{dataset.root[len(DEFAULT_DATA_PREFIX) :]}")
     return load_config(file, [*overrides, *extra, f"out_dir={run_dir(study, name, seed)}"])
 

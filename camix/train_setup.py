@@ -21,7 +21,7 @@ from camix.data.loaders import train_streams
 from camix.data.prior import run_prior
 from camix.errors import ConfigError
 from camix.methods import build_context, method_of, uses_prior
-from camix.models import build_model, frozen_copy, load_pretrained, set_teacher_mode_
+from camix.models import base_network, build_network, frozen_copy, load_pretrained, set_teacher_mode_
 from camix.optim import build_optimizer
 from camix.rundir import MetricsLog, RunDir, io_errors
 from camix.runtime import Dist, restore_rank_rng, seed_everything
@@ -55,9 +55,9 @@ def build_networks(cfg: Config, device: torch.device, dist: Dist) -> Networks:
 
     The global seed must be set before (the same initial weights on every rank).
     """
-    model = build_model(cfg.model.name, cfg.model.num_classes, cfg.model.aspp_branches)
-    if cfg.model.pretrained:
-        load_pretrained(model, cfg.model.pretrained)
+    model = build_network(cfg.model)
+    if cfg.model.pretrained:  # into the registered network (HRDA's attention head starts from its own init)
+        load_pretrained(base_network(model), cfg.model.pretrained)
     # DAFormer's FD compares with the initial (ImageNet) network: a frozen copy, made before any training step
     imagenet = frozen_copy(model) if cfg.method.feature_distance.weight > 0 else None
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -122,6 +122,8 @@ def build_data(
         autocast=autocast_factory(device, cfg.train.amp),
         imagenet=nets.imagenet,
         teacher_group=passes_per_forward(cfg.train.teacher_passes, device),
+        hrda=cfg.model.hrda,
+        output_stride=int(getattr(nets.model, "output_stride", 8)),
     )
     return streams.source, streams.target, context
 

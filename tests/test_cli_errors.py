@@ -144,6 +144,16 @@ CASES: list[tuple[str, Case, str]] = [
         "'data.crop': [48, 48] is larger than the resized source images (data.source.size=[40, 20])",
     ),
     (
+        "HRDA detail crop larger than the crop",
+        lambda p: p.train("model.hrda.detail_crop=[64, 64]"),
+        "'model.hrda.detail_crop': [64, 64] does not fit the training crop (data.crop=[48, 48])",
+    ),
+    (
+        "HRDA detail crop off the output grid",
+        lambda p: p.train("model.hrda.detail_crop=[24, 24]"),
+        "'model.hrda.detail_crop': 24x24 is not a multiple of 16 (twice the output stride of deeplabv2_tiny)",
+    ),
+    (
         "mean teacher without a target",
         lambda p: p.train("data.target=null", config=CAMIX),
         "method.name=mean_teacher needs an unlabelled target dataset",

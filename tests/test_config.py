@@ -82,3 +82,30 @@ def test_replace_with_dotted_keys() -> None:
 def test_packaged_configs_resolve_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert resolve_config_path("configs/synthcity/camix.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.hrda.context_scale=0.25"], r"'model.hrda.context_scale': 0.25 is not supported; use 0.5"),
+        (["model.hrda.detail_crop=[1024, 256]"], r"'model.hrda.detail_crop': \[1024, 256\] does not fit the training"),
+        (["model.hrda.detail_stride=[600, 256]"], r"'model.hrda.detail_stride': \[600, 256\] is larger than"),
+        (["model.hrda.detail_loss_weight=1.5"], r"'model.hrda.detail_loss_weight'"),
+        (["model.hrda.attention=pixel"], r"model.hrda.attention"),
+        (
+            ["model.hrda.detail_crop=[256, 256]", "optim.duplicate_backbone_params=true"],
+            r"'optim.duplicate_backbone_params': true .* knows no HRDA attention head",
+        ),
+    ],
+)
+def test_hrda_keys_are_checked_on_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_hrda_is_off_by_default_and_on_with_any_of_its_keys() -> None:
+    assert load_config(None).model.hrda is None
+    hrda = load_config(None, ["model.hrda.detail_crop=[256, 256]"]).model.hrda
+    assert hrda is not None and hrda.detail_crop == (256, 256) and hrda.detail_loss_weight == 0.1
+    assert hrda.attention == "classwise" and hrda.detail_stride is None
+    assert load_config("configs/gta2cs/hrda.yaml").model.hrda.detail_stride == (256, 256)  # type: ignore[union-attr]

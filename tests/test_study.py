@@ -235,3 +235,18 @@ def test_runs_wait_for_a_pretrain_another_process_is_training(
     assert len(re.findall(r"\[\d/8\] \w+ seed 0: mIoU19", out)) == 4  # seed 0 trained in full
     assert main(["study", str(study_file), "--no-progress"]) == 0
     assert len(re.findall(r"seed 1: mIoU19", capsys.readouterr().out)) == 4
+
+
+def test_the_hrda_study_runs_every_network_on_the_512_data() -> None:
+    """study_hrda.yaml: the data/synthcity roots of the DAFormer configs move to the study's data/synthcity_512, the
+    HRDA configs' own data/synthcity_512 roots stay (a sibling folder is not the data/synthcity prefix)."""
+    jobs = {(name, seed): cfg for name, seed, cfg in plan(load_study("configs/synthcity/study_hrda.yaml"))}
+    assert {name for name, _ in jobs} == {"pretrain_daformer_mittiny", "daformer", "hrda", "hrda_camix"}
+    for (name, _), cfg in jobs.items():
+        assert cfg.data.source.root == "data/synthcity_512/gta", name
+        assert cfg.data.val.root == "data/synthcity_512/cityscapes", name
+        assert (cfg.model.hrda is not None) == name.startswith("hrda"), name
+    daformer, hrda = jobs[("daformer", 0)], jobs[("hrda", 0)]
+    assert daformer.data.crop == (128, 128) and daformer.data.val.label_size == "native"
+    assert hrda.data.crop == (256, 256) and hrda.data.val.size is None
+    assert hrda.model.pretrained == jobs[("pretrain_daformer_mittiny", 0)].out_dir + "/checkpoints/last.pt"

@@ -18,8 +18,8 @@ from camix.train import Trainer, train
 SYNTHCITY_CONFIGS = sorted(
     p.stem
     for p in (PACKAGED_CONFIGS / "synthcity").glob("*.yaml")
-    if p.stem != "base" and not p.stem.startswith("study")
-)
+    if p.stem != "base" and not p.stem.startswith("study") and not p.stem.startswith("hrda")
+)  # the HRDA configs need larger crops than the tiny data has: tests/test_hrda_train.py trains them
 
 
 @pytest.mark.parametrize("name", SYNTHCITY_CONFIGS)

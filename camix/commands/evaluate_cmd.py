@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sliding", type=size_argument, metavar="WxH", help="sliding-window inference with windows of WxH pixels"
     )
-    parser.add_argument("--overlap", type=float, default=1 / 3, help="overlap of sliding windows (default 1/3)")
+    parser.add_argument(
+        "--overlap", type=float, default=None, help="overlap of sliding windows (default: eval.overlap, 1/3)"
+    )
     parser.add_argument(
         "--native-labels", action="store_true", help="score against full-resolution labels (batch size 1)"
     )
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from camix.evaluate import default_eval_dir, evaluate_model, with_protocol
     from camix.tables import layout_for, save_evaluation
 
-    if not 0.0 <= args.overlap < 1.0:
+    if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap {args.overlap}: choose a fraction in [0, 1), e.g. 0.33")
     if args.out:
         output_dir(args.out, "--out")

@@ -18,18 +18,24 @@ from camix.models.deeplabv2 import (
     param_groups,
     set_bn_trainable,
 )
+from camix.models.hrda import HRDA, HrdaOutput, base_network, build_network, check_hrda_config
 from camix.models.registry import MODELS, build_model, register
 from camix.models.weights import LoadReport, load_pretrained
 
 __all__ = [
     "ASPP_DILATIONS",
+    "HRDA",
     "MODELS",
     "BasicBlock",
     "Bottleneck",
     "ClassifierModule",
     "DeepLabV2",
+    "HrdaOutput",
     "LoadReport",
+    "base_network",
     "build_model",
+    "build_network",
+    "check_hrda_config",
     "count_parameters",
     "frozen_copy",
     "load_pretrained",

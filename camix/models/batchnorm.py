@@ -64,12 +64,20 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
 @contextlib.contextmanager
 def per_pass_batch_stats(model: nn.Module, passes: int, *, track: bool = True) -> Iterator[None]:
     """Within the block, every :class:`ChunkedBatchNorm2d` of ``model`` takes statistics per pass of the batch
-    (``passes`` equal slices), and updates its running statistics from the first pass only when ``track``."""
+    (``passes`` equal slices), and updates its running statistics from the first pass only when ``track``.
+
+    Modules with a ``passes`` attribute (HRDA's wrapper, which batches its sliding windows) get it set to ``passes``
+    too, so that what they batch keeps the pass-major layout: each pass's images (and their windows) in one slice."""
     layers = [m for m in model.modules() if isinstance(m, ChunkedBatchNorm2d)]
+    layouts = [m for m in model.modules() if hasattr(m, "passes")]
     for layer in layers:
         layer.chunks, layer.track = passes, track
+    for module in layouts:
+        setattr(module, "passes", passes)  # noqa: B010  # a plain attribute of a module
     try:
         yield
     finally:
         for layer in layers:
             layer.chunks, layer.track = 1, True
+        for module in layouts:
+            setattr(module, "passes", 1)  # noqa: B010

@@ -79,10 +79,13 @@ class DAFormerHead(nn.Module):
         embed_dim: int = 256,
         dilations: Sequence[int] = FUSION_DILATIONS,
         dropout: float = 0.1,
+        fusion: str = "aspp",
     ) -> None:
         super().__init__()
         self.embed = nn.ModuleList(nn.Linear(c, embed_dim) for c in in_channels)
-        self.fuse = SeparableASPP(len(in_channels) * embed_dim, embed_dim, dilations)
+        width = len(in_channels) * embed_dim
+        # "conv": a 1x1 conv + BN + ReLU instead of the ASPP, HRDA's scale-attention head (HRDA Sec. 3.3)
+        self.fuse = SeparableASPP(width, embed_dim, dilations) if fusion == "aspp" else conv_bn_relu(width, embed_dim)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
 
@@ -141,6 +144,19 @@ class DAFormer(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """The encoder's last feature map ``[B, C_4, H/32, W/32]`` (for the feature distance)."""
         return self.backbone(self.normalise(x))[-1]
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's four feature maps (what :meth:`decode` and HRDA's attention head read)."""
+        return cast(list[Tensor], self.backbone(self.normalise(x)))
+
+    def decode(self, features: list[Tensor]) -> Tensor:
+        """Logits at stride 4 from :meth:`encode`'s feature maps."""
+        return cast(Tensor, self.decode_head(features))
+
+    @staticmethod
+    def last_feature(features: list[Tensor]) -> Tensor:
+        """The map of :meth:`encode`'s output that the feature distance compares (the last one)."""
+        return features[-1]
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits at stride 4 (and the last encoder feature map when ``return_features``)."""

@@ -23,6 +23,7 @@ estimates in eval mode. ``trainable_bn=True`` unfreezes the affine parameters (f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -199,6 +200,19 @@ class DeepLabV2(nn.Module):
         """The backbone's output (``layer4``) ``[B, C_4, h, w]``, the map a feature distance compares."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The backbone's output (what :meth:`decode` and HRDA's attention head read)."""
+        return self.features(x)
+
+    def decode(self, features: Tensor) -> Tensor:
+        """Logits at output stride 8 from :meth:`encode`'s output."""
+        return cast(Tensor, self.layer5(features))
+
+    @staticmethod
+    def last_feature(features: Tensor) -> Tensor:
+        """The map of :meth:`encode`'s output that the feature distance compares (all of it)."""
+        return features
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits ``[B, C, h, w]`` at output stride 8 (callers upsample bilinearly); with ``return_features``
