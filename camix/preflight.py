@@ -3,7 +3,8 @@
 :func:`preflight` runs, in this order: the files the config names exist (weights, prior); what the method needs of
 the config (:func:`camix.methods.check_method_config`); a ``--resume`` checkpoint
 (:func:`camix.checkpoint.check_resume`);
-a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); the dataset folders
+a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); a folder dataset's class count
+(:func:`camix.data.layouts.check_class_count`); the dataset folders, and the sizes of the labelled pairs
 (:func:`camix.data.datasets.check_roots`); the model name (:func:`camix.models.registry.check_model_config`);
 TensorBoard (:func:`camix.tensorboard.check_tensorboard`); every value and rule of the config layer
 (:func:`camix.config.validate_config`, which ``load_config`` has run already). Listing the datasets' files is
@@ -17,6 +18,7 @@ from pathlib import Path
 from camix.checkpoint import check_resume
 from camix.config import Config, validate_config
 from camix.data.datasets import check_roots
+from camix.data.layouts import check_class_count
 from camix.data.prior import check_prior_file
 from camix.methods import check_method_config, method_of, uses_prior
 from camix.models.registry import check_model_config
@@ -47,6 +49,7 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
     check_resume(resume, model)
     if data.prior is not None and reads_prior:
         check_prior_file(data.prior, model.num_classes, data.target)
+    check_class_count(data, model.num_classes)
     check_roots(data, with_target=with_target)
     check_model_config(model.name)
     check_tensorboard(cfg.train.tensorboard)
