@@ -20,6 +20,7 @@ from camix.config import Config
 from camix.data.loaders import train_streams
 from camix.data.prior import run_prior
 from camix.errors import ConfigError
+from camix.evaluate import class_names
 from camix.methods import build_context, method_of, uses_prior
 from camix.models import build_model, frozen_copy, load_pretrained, set_teacher_mode_
 from camix.optim import build_optimizer
@@ -122,6 +123,7 @@ def build_data(
         autocast=autocast_factory(device, cfg.train.amp),
         imagenet=nets.imagenet,
         teacher_group=passes_per_forward(cfg.train.teacher_passes, device),
+        class_names=class_names(cfg),
     )
     return streams.source, streams.target, context
 
