@@ -383,8 +383,15 @@ def check_rules(cfg: Config) -> None:
 def _check_class_count(cfg: Config) -> None:
     """Without a folder dataset the labels are the 19 Cityscapes trainIds, so the network needs at least 19 classes
     (a folder dataset's classes file sets its own count, checked against it in :mod:`camix.preflight`)."""
-    datasets = (cfg.data.source, cfg.data.target, cfg.data.val)
-    if cfg.model.num_classes < 19 and not any(d is not None and d.name == "folder" for d in datasets):
+    own_classes = "folder" in (cfg.data.source.name, cfg.data.val.name)  # the labels' classes: a classes file
+    paper_metrics = [m for m in cfg.train.best_metrics if m != "miou19"]
+    if own_classes and paper_metrics:
+        raise ConfigKeyError(
+            f"config key 'train.best_metrics': {paper_metrics[0]} is a mean over Cityscapes classes; a folder dataset "
+            "has its own classes (only miou19, the mean over every class, applies)",
+            "train.best_metrics",
+        )
+    if cfg.model.num_classes < 19 and not own_classes:
         raise ConfigKeyError(
             f"config key 'model.num_classes': {cfg.model.num_classes} is out of range; must be an integer in "
             "[19, 254] for the Cityscapes classes (a folder dataset's classes file sets fewer)",

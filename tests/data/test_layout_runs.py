@@ -42,11 +42,12 @@ def cityscapes_source(root: Path) -> Path:
 
 def benchmark_overrides(tmp_path: Path, target: str) -> list[str]:
     source = cityscapes_source(tmp_path / "cityscapes")
-    if target == "acdc":
-        root = make_acdc(tmp_path / "acdc", size=(48, 27))
+    if target == "acdc":  # the fixture has val images of fog and night only
+        root, val = make_acdc(tmp_path / "acdc", size=(48, 27)), ["data.val.conditions=[fog, night]"]
     else:
-        root = make_dark_zurich(tmp_path / "dz", size=(48, 27))
+        root, val = make_dark_zurich(tmp_path / "dz", size=(48, 27)), []
     return [
+        *val,
         f"data.source.root={source}",
         "data.source.size=[64, 32]",
         f"data.target.root={root}",
@@ -61,7 +62,11 @@ def benchmark_overrides(tmp_path: Path, target: str) -> list[str]:
     [
         ("cs2acdc/camix", "deeplabv2_tiny", ["method.warmup_iterations=1"]),  # across the ClassMix warm-up
         ("cs2acdc/daformer_mic", "daformer_mittiny", ["optim.warmup_iterations=1", "data.rcs.min_pixels=1"]),
-        ("cs2dz/daformer_camix_mic", "daformer_mittiny", ["method.warmup_iterations=1", "data.rcs.min_pixels=1"]),
+        (
+            "cs2dz/daformer_camix_mic",
+            "daformer_mittiny",
+            ["method.warmup_iterations=1", "optim.warmup_iterations=1", "data.rcs.min_pixels=1"],
+        ),
         ("cs2dz/camix", "deeplabv2_tiny", ["method.warmup_iterations=1"]),
     ],
 )
@@ -141,14 +146,17 @@ def test_folder_runs_refuse_a_wrong_class_count_and_cityscapes_relations(
 def test_tables_of_other_classes_show_their_names_and_one_mean() -> None:
     import torch
 
-    result = EvalResult(torch.tensor([[3, 1], [0, 4]]), ("floor", "robot"))
+    result = EvalResult(torch.tensor([[3, 1], [0, 4]]), ("floor", "robot"))  # IoU 3/4 and 4/5
     scores = result.as_dict()
-    assert scores["iou"] == {"floor": 75.0, "robot": 80.0} and scores["miou19"] == 77.5 and "miou16" not in scores
+    assert scores["iou"] == pytest.approx({"floor": 75.0, "robot": 80.0}) and "miou16" not in scores
+    assert scores["miou19"] == pytest.approx(77.5)
     table = iou_table([("run", scores)], layout_for("folder", result.names))
     assert table.splitlines()[0].split("|")[1:-1] == [" method ", " floor ", " robot ", " mIoU "]
     assert table.splitlines()[2].split("|")[2:-1] == [" 75.0 ", " 80.0 ", " 77.5 "]
-    assert csv_lines([("run", scores)], names=result.names) == [["method", "floor", "robot", "miou19"],
-                                                                 ["run", 75.0, 80.0, 77.5]]  # fmt: skip
+    header, row = csv_lines([("run", scores)], names=result.names)
+    assert header == ["method", "floor", "robot", "miou19"]
+    assert row[0] == "run" and row[1:] == pytest.approx([75.0, 80.0, 77.5])
+    assert layout_for("synthia").metrics == ("miou16", "miou13")  # the paper's layouts for Cityscapes classes
 
 
 def test_predict_writes_each_benchmark_servers_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
