@@ -169,7 +169,7 @@ class MethodConfig:
     relations: (
         Literal["default", "none", "extended"]
         | Annotated[dict[int, tuple[int, ...]], ClassIds()]
-        | dict[str, tuple[str, ...]]
+        | Annotated[dict[str, tuple[str, ...]], ClassIds()]  # names: resolved against the classes (methods)
     ) = "default"
     significance_mask: bool = True  # Table 6 "SigMask" level (used by the SRC loss; mix none = no In-Out levels)
     noise_passes: PositiveInt = 8  # N stochastic teacher passes
