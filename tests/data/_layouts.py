@@ -100,3 +100,54 @@ def make_folder(root: Path, colours: bool = False, size: tuple[int, int] = (24, 
             Image.fromarray(noise_image(*size, seed=70 + i)).save(image, quality=95)
             save(root / "labels" / split / "cam0" / f"frame_{i}_mask.png", label if colours else raw)
     return root
+
+
+# ----- full size, for the smoke runs (slow tests) -----------------------------------------------------------------
+_FULL_IDS = np.array([7, 8, 11, 17, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33], np.uint8)  # Cityscapes labelIds
+
+
+def _smooth_image(width: int, height: int, seed: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x * 255 // width + 20 * seed) % 256, y * 255 // height, ((x + y) // 4 + seed) % 256], -1).astype(
+        np.uint8
+    )
+
+
+def _block_labels(width: int, height: int, seed: int) -> np.ndarray:
+    blocks = np.random.default_rng(seed).choice(_FULL_IDS, size=(height // 64 + 1, width // 64 + 1))
+    return blocks.repeat(64, 0).repeat(64, 1)[:height, :width].astype(np.uint8)
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def make_full_size(root: Path) -> Path:
+    """GTA5 (4 pairs, 1914x1052, palette labels), Cityscapes (4 train + 2 val, 2048x1024) and ACDC (one train and
+    one val image per condition, 1920x1080) at the real datasets' sizes and names."""
+    to_train = np.full(256, 255, np.uint8)
+    to_train[[7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]] = np.arange(19)
+    for i in range(4):
+        _write(root / "gta" / "images" / f"{i + 1:05d}.png", _smooth_image(1914, 1052, i))
+        label = Image.fromarray(_block_labels(1914, 1052, i)).convert("P")
+        label.putpalette([v for k in range(256) for v in (k, 255 - k, k // 2)])
+        (root / "gta" / "labels").mkdir(parents=True, exist_ok=True)
+        label.save(root / "gta" / "labels" / f"{i + 1:05d}.png")
+    for split, count in (("train", 4), ("val", 2)):
+        for i in range(count):
+            stem = f"aachen_000000_{i:06d}"
+            _write(root / f"cityscapes/leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png", _smooth_image(2048, 1024, i))
+            _write(root / f"cityscapes/gtFine/{split}/aachen/{stem}_gtFine_labelIds.png", _block_labels(2048, 1024, i))
+    for c, condition in enumerate(ACDC_CONDITIONS):
+        for split, frame in (("train", "000247"), ("val", "000855")):
+            sequence = f"GOPR047{c}"
+            stem = f"{sequence}_frame_{frame}"
+            image = _smooth_image(1920, 1080, c)
+            _write(root / f"acdc/rgb_anon/{condition}/{split}/{sequence}/{stem}_rgb_anon.png", image)
+            labels = to_train[_block_labels(1920, 1080, c)]
+            _write(root / f"acdc/gt/{condition}/{split}/{sequence}/{stem}_gt_labelTrainIds.png", labels)
+    return root
+
+
+ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
