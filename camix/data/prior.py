@@ -32,7 +32,7 @@ from tqdm import tqdm
 from camix.config import DataConfig, DatasetConfig
 from camix.config_tree import to_dict
 from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
-from camix.data.layouts import class_names_of
+from camix.data.layouts import class_names_of, has_labels
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
 from camix.functional import spatial_prior
@@ -87,6 +87,8 @@ def compute_prior(
     width, height = size_wh
     names = class_names_of(cfg)
     count = len(names)
+    if not has_labels(cfg):
+        raise DataError(f"{cfg.root}: {cfg.name} split {cfg.split!r} has no labels; use a labelled split")
     samples = find_samples(cfg)
     require_labels(samples)
     loader = DataLoader(_PriorLabels(samples, (width, height)), batch_size=None, num_workers=workers)

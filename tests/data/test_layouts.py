@@ -218,3 +218,26 @@ def test_a_mismatched_pair_is_refused_before_training(tmp_path: Path) -> None:
         check_roots(data, with_target=False)
     with pytest.raises(DataError, match="is 40x18 but its label"):
         build_dataset(acdc(root, "val", conditions=("fog",), size=(16, 9)))[0]  # resizing does not hide it
+
+
+def test_data_check_and_prior_commands_on_the_new_layouts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from camix.cli import main
+    from camix.data.prior import load_prior
+
+    root = make_acdc(tmp_path / "acdc")
+    snow = root / "gt/snow/train/GOPR0122/GOPR0122_frame_000460_gt_labelTrainIds.png"
+    save(snow, np.full((18, 32), 77, np.uint8))
+    check = ["data", "check", "--dataset", "acdc", "--root", str(root), "--no-progress"]
+    assert main([*check, "--condition", "snow", "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"acdc at {root}: checked train: 1 images, 1 labels, 1 problem")
+    assert f"{snow}: unknown label ids 77 (576 px) for Cityscapes labelTrainIds" in out
+    dz = make_dark_zurich(tmp_path / "dz")
+    prior = ["data", "prior", "--dataset", "dark_zurich", "--root", str(dz), "--size", "16x9", "--no-progress"]
+    assert main([*prior, "--split", "val", "--out", str(tmp_path / "q.pt")]) == 0
+    q = load_prior(tmp_path / "q.pt")
+    assert q.shape == (19, 9, 16) and torch.allclose(q.sum(0), torch.ones(9, 16))
+    capsys.readouterr()
+    assert main([*prior, "--split", "train", "--out", str(tmp_path / "r.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"camix data prior: error: {dz}: dark_zurich split 'train' has no labels; use a labelled split"
