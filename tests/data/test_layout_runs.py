@@ -110,6 +110,11 @@ def test_the_folder_example_trains_evaluates_and_predicts_with_its_classes(
     table = (out / "eval.md").read_text()
     assert "| flat " in table and "mIoU " in table and "mIoU16" not in table
     assert (out / "eval.csv").read_text().splitlines()[0] == "checkpoint," + ",".join(names) + ",miou19"
+    report = tmp_path / "report"
+    assert main(["report", str(tmp_path / "run"), "--out", str(report), "--no-figures"]) == 0
+    text = (report / "report.md").read_text()
+    assert "| flat " in text and "| vehicle " in text and "mIoU16" not in text
+    assert (report / "table.csv").read_text().splitlines()[0].endswith(",".join(names))
     images = synthcity_root / "cityscapes" / "leftImg8bit" / "val"
     pred = tmp_path / "pred"
     assert main(["predict", "--ckpt", str(tmp_path / "run"), str(images), "--out", str(pred), "--no-progress"]) == 0
