@@ -31,3 +31,5 @@ def test_smoke_of_a_shipped_config_at_full_size(
     assert re.search(r"-> \d+\.\d\d s per iteration", out) and "(after the warm-up)" in out
     assert re.search(r"estimated wall time of \d+ iterations and \d+ evaluations: [\d.]+ (s|min|h|days)", out)
     assert not (tmp_path / "run").exists()
+    with capsys.disabled():  # the figures, for the record (pytest -m slow -s)
+        print(f"\nsmoke of configs/{config}:\n{out}")
