@@ -164,7 +164,7 @@ class Group:
 def class_names_of_scores(scores: Mapping[str, Any]) -> tuple[str, ...]:
     """The class names of an evaluation's scores: the 19 Cityscapes classes, or a folder dataset's (in its order)."""
     names = tuple(scores.get("iou", {}))
-    return CLASS_NAMES if not names or set(names) <= set(CLASS_NAMES) else names
+    return names if names and names != CLASS_NAMES else CLASS_NAMES
 
 
 def _nanmean(values: Sequence[float]) -> float:
