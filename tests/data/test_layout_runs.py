@@ -227,3 +227,19 @@ def test_smoke_names_what_failed(synthcity_root: Path, tmp_path: Path, capsys: p
     assert code == 1 and broken.name in err and "cannot decode image" in err
     assert err.startswith("camix train: error: the evaluation of 2 validation images failed: ")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_on_a_mismatched_pair_is_refused_before_the_run_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _realdata import noise_image, save
+
+    overrides = [*FAST, *benchmark_overrides(tmp_path, "acdc"), f"out_dir={tmp_path / 'run'}"]
+    image = tmp_path / "acdc/rgb_anon/night/val/GOPR0355/GOPR0355_frame_000357_rgb_anon.png"
+    save(image, noise_image(50, 27))
+    args = ["train", "-c", "configs/cs2acdc/camix.yaml", "--no-progress", "--set", "model.name=deeplabv2_tiny"]
+    args += ["--set", "method.warmup_iterations=1"]
+    assert main([*args, *(a for o in overrides for a in ("--set", o))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"camix train: error: {image} is 50x27 but its label ") and "is 48x27; fix the pair" in err
+    assert "\n" not in err and not (tmp_path / "run").exists()
