@@ -174,6 +174,13 @@ def _palette(
     return tuple(by_class.get(i, fallback[i]) for i in range(len(names)))
 
 
+def _no_classes(path: Path) -> np.ndarray:
+    raise DataError(f"{path}: a folder dataset's labels need its classes file; set the dataset's `classes`")
+
+
+_NO_CLASSES = LabelFormat("no classes file", _no_classes, np.full(256, UNKNOWN_ID, dtype=np.uint8))
+
+
 def classes_of(cfg: DatasetConfig) -> ClassesFile:
     """The classes file of a folder dataset (ConfigError when ``classes`` is not set)."""
     if not cfg.classes:
@@ -186,8 +193,10 @@ def _folders(cfg: DatasetConfig, root: Path) -> tuple[Path, Path]:
 
 
 def find_samples(cfg: DatasetConfig) -> list[Sample]:
-    """The image/label pairs, sorted by path (after ``list_file``, relative to the image folder, and ``limit``)."""
-    fmt = classes_of(cfg).label_format
+    """The image/label pairs, sorted by path (after ``list_file``, relative to the image folder, and ``limit``).
+
+    Without a classes file (an unlabelled target) the pairs list, but reading a label is an error."""
+    fmt = classes_of(cfg).label_format if cfg.classes else _NO_CLASSES
     root = dataset_root(cfg.root, LAYOUT)
     image_dir, label_dir = _folders(cfg, root)
     require_dir(image_dir, LAYOUT)

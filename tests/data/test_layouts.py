@@ -241,3 +241,12 @@ def test_data_check_and_prior_commands_on_the_new_layouts(tmp_path: Path, capsys
     assert main([*prior, "--split", "train", "--out", str(tmp_path / "r.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"camix data prior: error: {dz}: dark_zurich split 'train' has no labels; use a labelled split"
+
+
+def test_an_unlabelled_folder_target_needs_no_classes_file(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "robot")
+    target = DatasetConfig(name="folder", root=str(root), image_suffix=".jpg", label_suffix="_mask.png")
+    item = build_dataset(target, crop=(8, 8), labelled=False)[0]
+    assert item["image"].shape == (3, 8, 8) and (item["label"] == 255).all()
+    with pytest.raises(DataError, match=r"frame_0_mask.png: a folder dataset's labels need its classes file"):
+        build_dataset(target)[0]
