@@ -243,3 +243,24 @@ def test_training_on_a_mismatched_pair_is_refused_before_the_run_naming_the_file
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"camix train: error: {image} is 50x27 but its label ") and "is 48x27; fix the pair" in err
     assert "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_num_classes_follows_the_classes_file_unless_the_config_gives_it(
+    synthcity_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from camix.commands.common import config_from_args
+    from camix.errors import ConfigError
+    from camix.preflight import preflight
+
+    text = Path("configs/folder/example.yaml").read_text()
+    assert "  num_classes: 7 " in text
+    unset = tmp_path / "example.yaml"
+    unset.write_text(text.replace("  num_classes: 7 ", "  # num_classes: 7 "))
+    overrides = folder_overrides(synthcity_root, tmp_path / "run")
+    cfg = config_from_args(argparse.Namespace(config=str(unset), overrides=overrides))
+    assert cfg.model.num_classes == 7  # the classes file names seven
+    with pytest.raises(ConfigError, match=r"'model.num_classes': 20, but data.source.classes .* names 7 classes"):
+        args = argparse.Namespace(config=str(unset), overrides=[*overrides, "model.num_classes=20"])
+        config_from_args(args, checks=[preflight])
