@@ -69,7 +69,8 @@ class ModelConfig:
     """The segmentation network (see ``camix.models``)."""
 
     name: str = "deeplabv2_tiny"  # a name from camix.models.MODELS; deeplabv2_r101 for the paper
-    num_classes: Annotated[int, Range(19, 254)] = 19  # the datasets' 19 trainIds must fit; 255 is the ignore label
+    # the datasets' 19 trainIds must fit (a folder dataset: its classes file's count); 255 is the ignore label
+    num_classes: Annotated[int, Range(2, 254)] = 19
     aspp_branches: Literal[2, 4] = 2  # 2: the released code's sum of the dilation-6 and -12 branches
     pretrained: str | None = None  # local path to an MS-COCO/ImageNet init; never downloaded
     hrda: HrdaConfig | None = None  # HRDA's multi-resolution training and inference around the network; None: off
@@ -79,9 +80,19 @@ class ModelConfig:
 class DatasetConfig:
     """One dataset split on disk (layouts in docs/datasets.md)."""
 
-    name: Literal["gta5", "synthia", "cityscapes"] = "gta5"
+    name: Literal["gta5", "synthia", "cityscapes", "acdc", "dark_zurich", "bdd100k", "folder"] = "gta5"
     root: str = ""  # the dataset folder, e.g. data/gta or data/cityscapes
-    split: str = "train"  # cityscapes: train | val; ignored by gta5/synthia
+    split: str = "train"  # cityscapes, acdc, dark_zurich, bdd100k, folder: train | val (| test); gta5/synthia: ignored
+    # acdc: fog, night, rain, snow; dark_zurich: day, twilight, night; empty: the layout's default (acdc: all four,
+    # dark_zurich: night, the target of Cityscapes -> Dark Zurich)
+    conditions: tuple[str, ...] = ()
+    # folder datasets (docs/datasets.md): image and label folders under root ({split} is replaced by the split), an
+    # image NAME<image_suffix> pairs with the label NAME<label_suffix>, and the classes file (names and id/colour map)
+    image_dir: str = "images/{split}"
+    label_dir: str = "labels/{split}"
+    image_suffix: str = ".png"
+    label_suffix: str = ".png"
+    classes: str | None = None
     size: PositiveSize | None = None  # [width, height] to resize to before cropping; None keeps the native size
     scale: PositiveFloat = 1.0  # multiplies the native size when `size` is None (Cityscapes target_train_scale)
     label_size: Literal["image", "native"] = "image"  # evaluation labels: resized with the image, or full res
@@ -137,7 +148,8 @@ class FeatureDistanceConfig:
     """DAFormer's Thing-Class ImageNet Feature Distance on the source images (DAFormer Sec. 3.3)."""
 
     weight: NonNegativeFloat = 0.0  # lambda_FD (DAFormer: 0.005); 0 disables it (and the frozen ImageNet copy)
-    classes: Annotated[tuple[int, ...], ClassIds()] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)  # thing classes (trainIds)
+    # thing classes (trainIds); checked against model.num_classes only when the weight is on (check_rules)
+    classes: tuple[NonNegativeInt, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
     min_ratio: Annotated[float, Range(0, 1)] = (
         0.75  # a feature cell's downscaled label needs this majority share, else it is ignored
     )
@@ -174,8 +186,13 @@ class MethodConfig:
     # for SYNTHIA there); not in the paper
     warmup_iterations: NonNegativeInt = 0
     spatial_prior: bool = True  # Table 4 "SP"
-    # Table 4 "CR": default | none | extended (the authors' disabled groups too), or a mapping {class: [related]}
-    relations: Literal["default", "none", "extended"] | Annotated[dict[int, tuple[int, ...]], ClassIds()] = "default"
+    # Table 4 "CR": default | none | extended (the authors' disabled groups too, both on the Cityscapes classes), or a
+    # mapping {class: [related]} of class ids or of class names ({rider: [bicycle, motorcycle]})
+    relations: (
+        Literal["default", "none", "extended"]
+        | Annotated[dict[int, tuple[int, ...]], ClassIds()]
+        | Annotated[dict[str, tuple[str, ...]], ClassIds()]  # names: resolved against the classes (methods)
+    ) = "default"
     significance_mask: bool = True  # Table 6 "SigMask" level (used by the SRC loss; mix none = no In-Out levels)
     noise_passes: PositiveInt = 8  # N stochastic teacher passes
     noise_std: NonNegativeFloat = 0.1  # Gaussian noise, in units of the [0, 1] intensity range
@@ -375,6 +392,16 @@ def check_rules(cfg: Config) -> None:
         )
     _check_crop(cfg)
     _check_hrda(cfg)
+    _check_class_count(cfg)
+    fd = method.feature_distance
+    outside = [c for c in fd.classes if c >= cfg.model.num_classes]
+    if fd.weight > 0 and outside:
+        raise ConfigKeyError(
+            f"config key 'method.feature_distance.classes': class id {outside[0]} in {show_value(fd.classes)} is out "
+            f"of range; class ids must be in [0, {cfg.model.num_classes}) (model.num_classes={cfg.model.num_classes})",
+            "method.feature_distance.classes",
+            "model.num_classes",
+        )
 
 
 def _check_hrda(cfg: Config) -> None:
@@ -411,6 +438,25 @@ def _check_hrda(cfg: Config) -> None:
             "knows no HRDA attention head; use optim.duplicate_backbone_params=false or model.hrda=null",
             "optim.duplicate_backbone_params",
             "model.hrda",
+        )
+
+
+def _check_class_count(cfg: Config) -> None:
+    """Without a folder dataset the labels are the 19 Cityscapes trainIds, so the network needs at least 19 classes
+    (a folder dataset's classes file sets its own count, checked against it in :mod:`camix.preflight`)."""
+    own_classes = "folder" in (cfg.data.source.name, cfg.data.val.name)  # the labels' classes: a classes file
+    paper_metrics = [m for m in cfg.train.best_metrics if m != "miou19"]
+    if own_classes and paper_metrics:
+        raise ConfigKeyError(
+            f"config key 'train.best_metrics': {paper_metrics[0]} is a mean over Cityscapes classes; a folder dataset "
+            "has its own classes (only miou19, the mean over every class, applies)",
+            "train.best_metrics",
+        )
+    if cfg.model.num_classes < 19 and not own_classes:
+        raise ConfigKeyError(
+            f"config key 'model.num_classes': {cfg.model.num_classes} is out of range; must be an integer in "
+            "[19, 254] for the Cityscapes classes (a folder dataset's classes file sets fewer)",
+            "model.num_classes",
         )
 
 

@@ -27,6 +27,7 @@ from camix.checkpoint import CheckpointInfo, run_dir_of
 from camix.config import Config
 from camix.config_tree import replace
 from camix.data.datasets import build_dataset
+from camix.data.layouts import classes_of_config
 from camix.errors import CamixError, DataError
 from camix.functional import confusion_matrix, iou, miou
 from camix.io import json_safe
@@ -45,6 +46,7 @@ class EvalResult:
     """A confusion matrix and the scores derived from it."""
 
     confusion: torch.Tensor  # [C, C] int64, rows = ground truth
+    names: tuple[str, ...] = CLASS_NAMES  # the class names (a folder dataset's, or the 19 Cityscapes classes)
 
     @property
     def iou(self) -> list[float]:
@@ -67,13 +69,12 @@ class EvalResult:
         return miou(self.confusion, MIOU13_CLASSES)
 
     def as_dict(self) -> dict[str, Any]:
-        """Scores in percent (``miou19``, ``miou16``, ``miou13`` and ``iou`` by class name)."""
-        return {
-            "miou19": 100 * self.miou19,
-            "miou16": 100 * self.miou16,
-            "miou13": 100 * self.miou13,
-            "iou": {name: 100 * v for name, v in zip(CLASS_NAMES, self.iou, strict=False)},
-        }
+        """Scores in percent: ``miou19`` (the mean over every class), ``miou16`` and ``miou13`` (only for the
+        Cityscapes classes) and ``iou`` by class name."""
+        scores = {"miou19": 100 * self.miou19}
+        if self.names == CLASS_NAMES:
+            scores.update({"miou16": 100 * self.miou16, "miou13": 100 * self.miou13})
+        return {**scores, "iou": {name: 100 * v for name, v in zip(self.names, self.iou, strict=False)}}
 
 
 # ----- inference -------------------------------------------------------------------------------------------
@@ -265,10 +266,10 @@ def evaluation_protocol(cfg: Config, overlap: float, images: int) -> dict[str, A
 def evaluate_with(
     cfg: Config, model: nn.Module, batches: Iterable[dict[str, Any]], device: torch.device, **options: Any
 ) -> EvalResult:
-    """:func:`evaluate` with ``cfg.model.num_classes`` and the protocol of ``cfg.eval`` (flip, sliding window and its
-    overlap, unless ``options`` give one)."""
+    """:func:`evaluate` with ``cfg.model.num_classes``, the protocol of ``cfg.eval`` (flip, sliding window and its
+    overlap, unless ``options`` give one) and the class names of the run's labels."""
     options.setdefault("overlap", cfg.eval.overlap)
-    return evaluate(
+    result = evaluate(
         model,
         batches,
         num_classes=cfg.model.num_classes,
@@ -277,6 +278,13 @@ def evaluate_with(
         window=cfg.eval.sliding_window,
         **options,
     )
+    return EvalResult(result.confusion, class_names(cfg))
+
+
+def class_names(cfg: Config) -> tuple[str, ...]:
+    """The class names of a run's labels: a folder dataset's classes file, else the 19 Cityscapes classes."""
+    classes = classes_of_config(cfg.data)
+    return CLASS_NAMES if classes is None else classes[0]
 
 
 def evaluate_model(
@@ -357,4 +365,4 @@ def evaluate_distributed(
     flag = all_reduce_(torch.tensor([float(stopped)], device=device), info, op="max")
     if flag.item() > 0:
         return None
-    return EvalResult(all_reduce_(result.confusion, info))
+    return EvalResult(all_reduce_(result.confusion, info), result.names)

@@ -29,7 +29,8 @@ from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.config import Config, HrdaConfig, MethodConfig
 from camix.data.batch import Batch
-from camix.labels import IGNORE_INDEX
+from camix.data.layouts import classes_of_config
+from camix.labels import CLASS_NAMES, IGNORE_INDEX
 from camix.mic import masked_consistency
 from camix.mixes import MIXES, active_mix, needs_significance, target_mask
 from camix.step_context import MixedBatch, StepContext, StepFn, StepOutput, backward_finished, predict
@@ -179,6 +180,9 @@ def check_method_config(cfg: Config) -> None:
             "method.mic.weight",
             "method.name",
         )
+    if needs.target and MIXES[method.mix].prior:  # the contextual mask reads the relations
+        classes = classes_of_config(cfg.data)
+        relations_for(method.relations, classes[0] if classes else CLASS_NAMES)
     if not needs.teacher and cfg.eval.model == "teacher":
         raise ConfigKeyError(
             f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",
@@ -195,6 +199,17 @@ def uses_prior(cfg: MethodConfig) -> bool:
 def method_title(cfg: MethodConfig) -> str:
     """A short name of the method: the mask strategy of a mixing method, else the method's name."""
     return cfg.mix if method_of(cfg).target else cfg.name
+
+
+def _class_id(name: int | str, class_names: Sequence[str]) -> int:
+    if isinstance(name, int):
+        return name
+    if name not in class_names:
+        raise ConfigKeyError(
+            f"config key 'method.relations': unknown class {name!r} (the classes: {', '.join(class_names)})",
+            "method.relations",
+        )
+    return list(class_names).index(name)
 
 
 def paper_label(name: str, mix: str, trains_on_target: bool) -> str:
@@ -222,6 +237,7 @@ def build_context(
     teacher_group: int | None = None,
     hrda: HrdaConfig | None = None,
     output_stride: int = 8,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> StepContext:
     """The one builder of a :class:`StepContext` (trainer, benchmarks, tests).
 
@@ -247,7 +263,7 @@ def build_context(
         augment=augment,
         total_iterations=total_iterations,
         prior=prior if uses_prior(cfg) else None,
-        relations=relations_for(cfg.relations),
+        relations=relations_for(cfg.relations, class_names),
         autocast=autocast,
         iteration=iteration,
         imagenet=imagenet,
@@ -258,10 +274,25 @@ def build_context(
     )
 
 
-def relations_for(spec: str | Mapping[int, Sequence[int]]) -> Mapping[int, Sequence[int]]:
-    """The context relations of ``method.relations``: a preset name or an explicit mapping."""
+def relations_for(
+    spec: str | Mapping[int, Sequence[int]] | Mapping[str, Sequence[str]], class_names: Sequence[str] = CLASS_NAMES
+) -> Mapping[int, Sequence[int]]:
+    """The context relations of ``method.relations``: a preset name, a mapping of class ids, or one of class names
+    (resolved against ``class_names``).
+
+    Raises:
+        ConfigKeyError: a class name that is not one of ``class_names``, or a preset on other classes than
+            Cityscapes'.
+    """
+    if isinstance(spec, str) and spec != "none" and tuple(class_names) != CLASS_NAMES:
+        raise ConfigKeyError(
+            f"config key 'method.relations': {spec!r} relates Cityscapes classes (traffic light/sign -> pole, rider -> "
+            "bicycle, motorcycle), but the dataset's classes are others; give them by name, e.g. {rider: [bicycle]}, "
+            "or none",
+            "method.relations",
+        )
     if not isinstance(spec, str):
-        return spec
+        return {_class_id(k, class_names): tuple(_class_id(v, class_names) for v in vs) for k, vs in spec.items()}
     presets: dict[str, Mapping[int, Sequence[int]]] = {
         "default": Fn.DEFAULT_RELATIONS,
         "extended": Fn.EXTENDED_RELATIONS,

@@ -1,6 +1,18 @@
 """Segmenting image files with a trained model (``camix predict``): :func:`find_inputs`, :func:`segment_image`,
 :func:`predict_files`. Loading the model: :func:`camix.checkpoint.load_for_inference`; scores on ``data.val``:
 :mod:`camix.evaluate`.
+
+Output formats (:data:`FORMATS`, ``camix predict --format``), every PNG at the input image's resolution, input
+sub-folders mirrored:
+
+* ``default``: ``<stem>_labelIds.png`` (Cityscapes labelIds; a folder dataset's class indices as
+  ``<stem>_classIds.png``), ``<stem>_color.png`` and ``<stem>_overlay.png`` in the classes' palette;
+* ``cityscapes``: one 8-bit PNG of Cityscapes **labelIds** per image, named like the image
+  (``berlin_000000_000019_leftImg8bit.png``), what the Cityscapes test server reads;
+* ``acdc``, ``dark_zurich``: one 8-bit PNG of **trainIds** (0..18) per image, named like the image
+  (``GOPR0475_frame_000247_rgb_anon.png``): the files the DAFormer/HRDA/MIC instructions submit to these servers
+  (mmseg's ``--format-only`` with ``to_label_id=False``). Dark Zurich's uncertainty-aware metric also reads
+  confidence maps, which camix does not write.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from camix.config import Config
 from camix.errors import CamixError
 from camix.evaluate import predict_logits
 from camix.io import atomic_write_bytes
-from camix.labels import TRAIN_ID_TO_LABEL_ID_LUT
+from camix.labels import PALETTE, TRAIN_ID_TO_LABEL_ID_LUT
 from camix.runtime import select_device
 
 SizeWH = tuple[int, int]
@@ -80,10 +92,48 @@ def find_inputs(paths: Sequence[str | Path]) -> list[InputImage]:
     return found
 
 
-def output_paths(out_dir: str | Path, item: InputImage) -> dict[str, Path]:
-    """``<stem>_labelIds.png`` (Cityscapes test server), ``<stem>_color.png`` and ``<stem>_overlay.png``."""
+@dataclass(frozen=True)
+class OutputFormat:
+    """What ``camix predict --format NAME`` writes: the suffix of the benchmark's image names and the ids."""
+
+    suffix: str
+    ids: str  # "labelIds" (Cityscapes labelIds) or "trainIds"
+
+
+FORMATS: dict[str, OutputFormat | None] = {
+    "default": None,  # the three PNGs of output_paths
+    "cityscapes": OutputFormat("_leftImg8bit", "labelIds"),
+    "acdc": OutputFormat("_rgb_anon", "trainIds"),
+    "dark_zurich": OutputFormat("_rgb_anon", "trainIds"),
+}
+"""``--format`` name -> the benchmark's output (see the module docstring)."""
+
+
+def output_paths(out_dir: str | Path, item: InputImage, ids_name: str = "labelIds") -> dict[str, Path]:
+    """``<stem>_labelIds.png`` (or ``ids_name``), ``<stem>_color.png`` and ``<stem>_overlay.png``."""
     base = Path(out_dir) / item.stem
-    return {kind: base.parent / f"{base.name}_{kind}.png" for kind in ("labelIds", "color", "overlay")}
+    return {kind: base.parent / f"{base.name}_{kind}.png" for kind in (ids_name, "color", "overlay")}
+
+
+def check_format(inputs: Sequence[InputImage], name: str, cityscapes_classes: bool) -> None:
+    """Inputs named as the benchmark ``name`` names its images, and a model of the 19 Cityscapes classes.
+
+    Raises:
+        PredictError: an unknown format, a model of other classes, or an input without the benchmark's suffix.
+    """
+    if name not in FORMATS:
+        raise PredictError(f"--format {name}: choose one of {', '.join(FORMATS)}")
+    fmt = FORMATS[name]
+    if fmt is None:
+        return
+    if not cityscapes_classes:
+        raise PredictError(f"--format {name} writes Cityscapes ids; this model predicts other classes (use default)")
+    wrong = [i.path for i in inputs if not i.stem.name.endswith(fmt.suffix)]
+    if wrong:
+        raise PredictError(
+            f"{wrong[0]}: not named like a {name} image (NAME{fmt.suffix}.png); --format {name} keeps the image "
+            "names the server matches"
+        )
 
 
 @torch.no_grad()
@@ -111,18 +161,38 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_prediction(paths: dict[str, Path], rgb: np.ndarray, train_ids: np.ndarray) -> None:
-    """Encode the three outputs in memory, then write each atomically (never a half-written file)."""
-    from camix.visualize import label_to_rgb, overlay
+def palette_lut(palette: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """uint8[256, 3]: class index -> colour of ``palette``; everything else (255 = ignore) black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return lut
 
-    colour = label_to_rgb(train_ids)
+
+def write_prediction(
+    paths: dict[str, Path], rgb: np.ndarray, train_ids: np.ndarray, palette: Sequence[tuple[int, int, int]] = PALETTE
+) -> None:
+    """Encode the three outputs in memory, then write each atomically (never a half-written file).
+
+    With the Cityscapes palette the ids file holds Cityscapes labelIds, else the class indices themselves.
+    """
+    from camix.visualize import overlay
+
+    colour = palette_lut(palette)[train_ids]
+    cityscapes = tuple(palette) == PALETTE
+    ids_kind = next(k for k in paths if k not in ("color", "overlay"))
     encoded = {
-        "labelIds": png_bytes(TRAIN_ID_TO_LABEL_ID_LUT[train_ids]),
+        ids_kind: png_bytes(TRAIN_ID_TO_LABEL_ID_LUT[train_ids] if cityscapes else train_ids),
         "color": png_bytes(colour),
         "overlay": png_bytes(overlay(rgb, colour)),
     }
     for kind, data in encoded.items():
         atomic_write_bytes(paths[kind], data)
+
+
+def write_benchmark(out_dir: str | Path, item: InputImage, train_ids: np.ndarray, fmt: OutputFormat) -> None:
+    """The one PNG a benchmark server reads: ``<stem>.png`` of labelIds or trainIds (atomically)."""
+    ids = TRAIN_ID_TO_LABEL_ID_LUT[train_ids] if fmt.ids == "labelIds" else train_ids
+    atomic_write_bytes(Path(out_dir) / f"{item.stem}.png", png_bytes(ids))
 
 
 def check_readable(inputs: Sequence[InputImage]) -> None:
@@ -141,14 +211,25 @@ def predict_files(
     *,
     size: SizeWH | None = None,
     progress: bool = True,
+    output_format: str = "default",
+    classes: tuple[tuple[str, ...], Sequence[tuple[int, int, int]]] | None = None,
 ) -> int:
-    """Segment every input and write its three PNGs under ``out_dir``; returns the number of images done."""
+    """Segment every input and write its PNGs under ``out_dir`` (``output_format``: :data:`FORMATS`); returns the
+    number of images done. ``classes``: (names, palette) of a model of other classes than Cityscapes'."""
     from camix.data.transforms import open_image
 
+    palette = PALETTE if classes is None else tuple(classes[1])
+    check_format(inputs, output_format, classes is None)
     check_readable(inputs)
+    fmt = FORMATS[output_format]
     device = select_device(cfg.train.device)
     model = model.to(device).eval()
+    ids_name = "labelIds" if classes is None else "classIds"
     for item in tqdm(inputs, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
         rgb = np.asarray(open_image(item.path))
-        write_prediction(output_paths(out_dir, item), rgb, segment_image(model, rgb, cfg, size, device))
+        train_ids = segment_image(model, rgb, cfg, size, device)
+        if fmt is None:
+            write_prediction(output_paths(out_dir, item, ids_name), rgb, train_ids, palette)
+        else:
+            write_benchmark(out_dir, item, train_ids, fmt)
     return len(inputs)

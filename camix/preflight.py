@@ -5,7 +5,8 @@
 (:func:`camix.config.check_rules`) — the two halves of :func:`camix.config.validate_config`, which ``load_config``
 has run already, repeated for a config built in code; what the method needs of the config
 (:func:`camix.methods.check_method_config`); a ``--resume`` checkpoint (:func:`camix.checkpoint.check_resume`);
-a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); the dataset folders
+a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); a folder dataset's class count
+(:func:`camix.data.layouts.check_class_count`); the dataset folders, and the sizes of the labelled pairs
 (:func:`camix.data.datasets.check_roots`); the model name (:func:`camix.models.registry.check_model_config`);
 HRDA's sizes against the network (:func:`camix.models.hrda.check_hrda_config`); TensorBoard
 (:func:`camix.tensorboard.check_tensorboard`). Values come before the checks that read them. Listing the datasets'
@@ -19,6 +20,7 @@ from pathlib import Path
 from camix.checkpoint import check_resume
 from camix.config import Config, check_rules
 from camix.data.datasets import check_roots
+from camix.data.layouts import check_class_count
 from camix.data.prior import check_prior_file
 from camix.methods import check_method_config, method_of, uses_prior
 from camix.models.hrda import check_hrda_config
@@ -52,6 +54,7 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
     check_resume(resume, model)
     if data.prior is not None and reads_prior:
         check_prior_file(data.prior, model.num_classes, data.target)
+    check_class_count(data, model.num_classes)
     check_roots(data, with_target=with_target)
     check_model_config(model.name)
     check_hrda_config(cfg)

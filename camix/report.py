@@ -39,6 +39,7 @@ from camix.runs import (
     Labeler,
     ReportError,
     Run,
+    class_names_of_scores,
     differences,
     dir_label,
     find_group,
@@ -143,9 +144,11 @@ def comparison_table(
 
 def per_class_table(groups: Sequence[Group], which: str = "last", layout: TableLayout | None = None) -> str:
     """Markdown in the layout of the paper's Table 1 (Table 3 for SYNTHIA): mean per-class IoU, then mIoUs."""
+    rows = [(g.label, g.mean_scores(which)) for g in groups]
     if layout is None:
-        layout = layout_for("synthia" if default_metric(groups) == "miou13" else "gta5")
-    return iou_table([(g.label, g.mean_scores(which)) for g in groups], layout)
+        names = class_names_of_scores(rows[0][1]) if rows else CLASS_NAMES
+        layout = layout_for("synthia" if default_metric(groups) == "miou13" else "gta5", names)
+    return iou_table(rows, layout)
 
 
 # ----- figures -------------------------------------------------------------------------------------------------
@@ -279,8 +282,9 @@ def write_report(
 
 def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The comparison rows as CSV: method, n, seeds, mean, std, gain, checkpoint, mIoU19/16/13, per-class IoU."""
-    header = ["method", "n", "seeds", "metric", "mean", "std", "gain", "checkpoint", *METRICS, *CLASS_NAMES]
-    body = [[row[k] for k in header[:11]] + [row["iou"][c] for c in CLASS_NAMES] for row in rows]
+    names = class_names_of_scores(rows[0]) if rows else CLASS_NAMES
+    header = ["method", "n", "seeds", "metric", "mean", "std", "gain", "checkpoint", *METRICS, *names]
+    body = [[row[k] for k in header[:11]] + [row["iou"].get(c) for c in names] for row in rows]
     return csv_text([header, *body])
 
 

@@ -151,13 +151,20 @@ class Group:
     def mean_scores(self, which: str = "last") -> dict[str, Any]:
         """Scores averaged over runs (per-class IoU ignoring runs where the class was absent)."""
         scores = [run.scores(which) for run in self.runs]
-        per_class = {name: _nanmean([s["iou"].get(name, math.nan) for s in scores]) for name in CLASS_NAMES}
-        return {**{m: _nanmean([s[m] for s in scores]) for m in METRICS}, "iou": per_class}
+        names = class_names_of_scores(scores[0]) if scores else CLASS_NAMES
+        per_class = {name: _nanmean([s["iou"].get(name, math.nan) for s in scores]) for name in names}
+        return {**{m: _nanmean([s.get(m, math.nan) for s in scores]) for m in METRICS}, "iou": per_class}
 
     def checkpoint_note(self, which: str = "last") -> str:
         """``last @ 1500`` / ``best-on-val @ 1000, 1500`` (the iterations of the scored checkpoints)."""
         iterations = sorted({run.scores(which)["iteration"] for run in self.runs})
         return f"{'last' if which == 'last' else 'best-on-val'} @ {', '.join(map(str, iterations))}"
+
+
+def class_names_of_scores(scores: Mapping[str, Any]) -> tuple[str, ...]:
+    """The class names of an evaluation's scores: the 19 Cityscapes classes, or a folder dataset's (in its order)."""
+    names = tuple(scores.get("iou", {}))
+    return names if names and names != CLASS_NAMES else CLASS_NAMES
 
 
 def _nanmean(values: Sequence[float]) -> float:

@@ -33,10 +33,12 @@ SHORT_NAMES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Which class columns and which mean IoUs a table shows."""
+    """Which class columns and which mean IoUs a table shows, and the class names (score keys, column headers)."""
 
     classes: tuple[int, ...]
     metrics: tuple[str, ...]
+    names: tuple[str, ...] = CLASS_NAMES
+    headers: tuple[str, ...] = SHORT_NAMES
 
 
 TABLE1 = TableLayout(tuple(range(len(CLASS_NAMES))), METRICS)
@@ -45,8 +47,11 @@ TABLE3 = TableLayout(MIOU16_CLASSES, ("miou16", "miou13"))
 """SYNTHIA -> Cityscapes (the paper's Table 3): the 16 SYNTHIA classes, then mIoU16 and mIoU13."""
 
 
-def layout_for(source_name: str) -> TableLayout:
-    """Table 3's layout for SYNTHIA sources, Table 1's otherwise."""
+def layout_for(source_name: str, names: tuple[str, ...] = CLASS_NAMES) -> TableLayout:
+    """Table 3's layout for SYNTHIA sources, Table 1's otherwise; for other classes than Cityscapes' (a folder
+    dataset), every class and the mean IoU over them (no mIoU16/13)."""
+    if names != CLASS_NAMES:
+        return TableLayout(tuple(range(len(names))), ("miou19",), names, names)
     return TABLE3 if source_name == "synthia" else TABLE1
 
 
@@ -85,22 +90,25 @@ def iou_table(
         layout: :data:`TABLE1` or :data:`TABLE3`.
         first: header of the first column.
     """
-    header = [first, *(SHORT_NAMES[c] for c in layout.classes), *(METRIC_TITLES[m] for m in layout.metrics)]
+    titles = METRIC_TITLES if layout.names == CLASS_NAMES else {"miou19": "mIoU"}
+    header = [first, *(layout.headers[c] for c in layout.classes), *(titles[m] for m in layout.metrics)]
     body = [
         [name]
-        + [format_number(scores["iou"].get(CLASS_NAMES[c])) for c in layout.classes]
+        + [format_number(scores["iou"].get(layout.names[c])) for c in layout.classes]
         + [format_number(scores.get(m)) for m in layout.metrics]
         for name, scores in rows
     ]
     return markdown_table(header, body)
 
 
-def csv_lines(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str = "method") -> list[list[Any]]:
-    """Header and rows for :func:`csv_text`: name, the 19 class IoUs, mIoU19/16/13 (percent)."""
-    header: list[Any] = [first, *CLASS_NAMES, *METRICS]
-    body = [
-        [name, *(scores["iou"].get(c) for c in CLASS_NAMES), *(scores.get(m) for m in METRICS)] for name, scores in rows
-    ]
+def csv_lines(
+    rows: Sequence[tuple[str, Mapping[str, Any]]], first: str = "method", names: tuple[str, ...] = CLASS_NAMES
+) -> list[list[Any]]:
+    """Header and rows for :func:`csv_text`: name, the class IoUs, mIoU19/16/13 (percent; other classes than
+    Cityscapes': only the mean IoU, as ``miou19``)."""
+    metrics = METRICS if names == CLASS_NAMES else ("miou19",)
+    header: list[Any] = [first, *names, *metrics]
+    body = [[name, *(scores["iou"].get(c) for c in names), *(scores.get(m) for m in metrics)] for name, scores in rows]
     return [header, *body]
 
 
@@ -126,6 +134,6 @@ def save_evaluation(evaluation: Evaluation, out_dir: str | Path, layout: TableLa
     name = evaluation.checkpoint.short
     text = f"# Evaluation\n\nCheckpoint: `{evaluation.checkpoint}`\n\nProtocol: `{json.dumps(evaluation.protocol)}`\n\n"
     atomic_write_text(out / "eval.md", text + iou_table([(name, scores)], layout, first="checkpoint") + "\n")
-    atomic_write_text(out / "eval.csv", csv_text(csv_lines([(name, scores)], first="checkpoint")))
+    atomic_write_text(out / "eval.csv", csv_text(csv_lines([(name, scores)], first="checkpoint", names=layout.names)))
     atomic_write_text(out / "eval.json", json.dumps(evaluation.as_dict(), indent=2) + "\n")
     return [out / "eval.md", out / "eval.csv", out / "eval.json"]

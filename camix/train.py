@@ -285,8 +285,9 @@ class Trainer:
         self.log.write(record)
         self.board.scalars(record)
         if self.dist.is_main:
+            title = "mIoU19" if "miou16" in scores else "mIoU"  # a folder dataset's classes: the mean over them
             bar.write(
-                f"iteration {self.iteration}: mIoU19 {scores['miou19']:.2f} (best {self.counters.best['miou19']:.2f})"
+                f"iteration {self.iteration}: {title} {scores['miou19']:.2f} (best {self.counters.best['miou19']:.2f})"
             )
         return scores
 

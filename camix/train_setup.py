@@ -20,6 +20,7 @@ from camix.config import Config
 from camix.data.loaders import train_streams
 from camix.data.prior import run_prior
 from camix.errors import ConfigError
+from camix.evaluate import class_names
 from camix.methods import build_context, method_of, uses_prior
 from camix.models import base_network, build_network, frozen_copy, load_pretrained, set_teacher_mode_
 from camix.optim import build_optimizer
@@ -124,6 +125,7 @@ def build_data(
         teacher_group=passes_per_forward(cfg.train.teacher_passes, device),
         hrda=cfg.model.hrda,
         output_stride=int(getattr(nets.model, "output_stride", 8)),
+        class_names=class_names(cfg),
     )
     return streams.source, streams.target, context
 

@@ -165,6 +165,8 @@ def _class_ids(value: Any) -> Iterator[Any]:
 
 def _check_class_ids(value: Any, key: str, num_classes: int) -> None:
     for class_id in _class_ids(value):
+        if isinstance(class_id, str):  # a class name: resolved (and checked) against the dataset's class names
+            continue
         if not 0 <= class_id < num_classes:
             raise ConfigKeyError(
                 f"config key '{key}': class id {class_id} in {show_value(value)} is out of range; class ids must be in "

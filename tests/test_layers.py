@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("camix.step", "camix.checkpoint", "camix.evaluate", "camix.predict", "camix.export", "camix.tensorboard"),
     ("camix.runs", "camix.tables", "camix.report", "camix.preflight", "camix.train_setup"),
     ("camix.train",),
-    ("camix.study", "camix.demo"),
+    ("camix.study", "camix.demo", "camix.smoke"),
     ("camix.commands", "camix.cli", "camix.__main__"),
 )
 ROOT = Path(camix.__file__).parent

@@ -57,8 +57,33 @@ def add_progress_argument(parser: argparse.ArgumentParser, help_text: str = "no 
 
 
 def config_from_args(args: argparse.Namespace, checks: Sequence[Callable[[Config], None]] = ()) -> Config:
-    """The resolved and validated config of ``-c`` and ``--set`` (``checks``: more checks, see ``load_config``)."""
-    return load_config(args.config, args.overrides, checks=checks)
+    """The resolved and validated config of ``-c`` and ``--set`` (``checks``: more checks, see ``load_config``).
+
+    ``model.num_classes`` follows a folder dataset's classes file when neither the config files nor ``--set`` give
+    it (when they do, it must match: :func:`camix.data.layouts.check_class_count`)."""
+    overrides = list(args.overrides)
+    count = folder_class_count(load_config(args.config, overrides))
+    if count is not None and not sets_num_classes(args.config, overrides):
+        overrides.append(f"model.num_classes={count}")
+    return load_config(args.config, overrides, checks=checks)
+
+
+def folder_class_count(cfg: Config) -> int | None:
+    """The number of classes a folder dataset's classes file names (its source, else its val set), or None."""
+    from camix.data.layouts import classes_of_config
+
+    classes = classes_of_config(cfg.data)
+    return None if classes is None else len(classes[0])
+
+
+def sets_num_classes(path: str | None, overrides: Sequence[str]) -> bool:
+    """Whether the config files of ``path`` (its ``base:`` chain) or the overrides give ``model.num_classes``."""
+    from camix.config_tree import yaml_chain
+
+    if any(o.replace(" ", "").startswith(("model.num_classes=", "model=")) for o in overrides):
+        return True
+    chain = yaml_chain(path) if path is not None else []
+    return any(isinstance(data.get("model"), dict) and "num_classes" in data["model"] for _, data in chain)
 
 
 class ArgumentError(CamixError):

@@ -7,8 +7,8 @@ import argparse
 from camix.commands.common import positive_int
 from camix.config import DatasetConfig
 
-HELP = "check a GTA5/SYNTHIA/Cityscapes folder: labels present, files decode, sizes match, label ids known"
-DATASETS = ("gta5", "synthia", "cityscapes")
+HELP = "check a dataset (any layout): labels present, files decode, sizes match, label values known"
+DATASETS = ("gta5", "synthia", "cityscapes", "acdc", "dark_zurich", "bdd100k", "folder")
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, split_help: str | None = None) -> None:
@@ -22,7 +22,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, split_help: str | Non
     parser.add_argument("--root", required=True, metavar="DIR", help="dataset folder, e.g. data/gta")
     if split_help is None:
         parser.add_argument(
-            "--split", action="append", metavar="SPLIT", help="only this Cityscapes split (repeatable; default: all)"
+            "--split", action="append", metavar="SPLIT", help="only this split (repeatable; default: all)"
         )
     else:
         parser.add_argument("--split", default="train", help=split_help)
@@ -30,12 +30,37 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, split_help: str | Non
         "--list-file", metavar="FILE", help="only the image names listed (relative to the image folder)"
     )
     parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
+    parser.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="acdc: fog/night/rain/snow (default all); dark_zurich: day/twilight/night (default night); repeatable",
+    )
+    folder = DatasetConfig()
+    parser.add_argument("--image-dir", default=folder.image_dir, help="folder: image folder under the root")
+    parser.add_argument("--label-dir", default=folder.label_dir, help="folder: label folder under the root")
+    parser.add_argument("--image-suffix", default=folder.image_suffix, help="folder: NAME<suffix> of the images")
+    parser.add_argument("--label-suffix", default=folder.label_suffix, help="folder: NAME<suffix> of the labels")
+    parser.add_argument("--classes", metavar="FILE", help="folder: the classes file (docs/datasets.md)")
 
 
 def dataset_config(args: argparse.Namespace) -> DatasetConfig:
     """The DatasetConfig described by the shared arguments."""
     split = args.split if isinstance(args.split, str) else "train"
-    return DatasetConfig(name=args.dataset, root=args.root, split=split, list_file=args.list_file, limit=args.limit)
+    return DatasetConfig(
+        name=args.dataset,
+        root=args.root,
+        split=split,
+        list_file=args.list_file,
+        limit=args.limit,
+        conditions=tuple(args.condition),
+        image_dir=args.image_dir,
+        label_dir=args.label_dir,
+        image_suffix=args.image_suffix,
+        label_suffix=args.label_suffix,
+        classes=args.classes,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.epilog = (
-        "checks every split (cityscapes: train and val; gta5 and synthia have one). Exit code 0: no problems; "
+        "checks every split (cityscapes, acdc, dark_zurich, bdd100k, folder: train and val; gta5 and synthia have "
+        "one). Exit code 0: no problems; "
         "1: problems found (all listed, an empty or missing split included); 2: root missing, or no split found"
     )
 

@@ -13,7 +13,7 @@ HELP = "compute the spatial prior Q of a dataset's labels (or import the authors
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the arguments of ``camix data prior``."""
-    add_dataset_arguments(parser, "Cityscapes split: train | val (default: train)")
+    add_dataset_arguments(parser, "split: train | val (default: train; ignored by gta5/synthia)")
     for action in parser._actions:  # not needed with --from-mat; run() asks for them otherwise
         if action.dest in ("dataset", "root"):
             action.required = False

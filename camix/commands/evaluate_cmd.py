@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, teacher=info.network == "teacher", flip=args.flip, window=args.sliding, native_labels=args.native_labels
     )
     evaluation = evaluate_model(cfg, model, info, overlap=args.overlap, progress=not args.no_progress)
-    layout = layout_for(cfg.data.source.name)
+    layout = layout_for(cfg.data.source.name, evaluation.result.names)
     out = Path(args.out) if args.out else default_eval_dir(info, cfg)
     paths = save_evaluation(evaluation, out, layout)
     print(f"checkpoint: {info}")

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start over in a run directory that holds a run (the old one is moved to <out_dir>.old-<time>)",
     )
+    start.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the setup at full size: 2 iterations (+1 after the warm-up) and an evaluation of 2 validation "
+        "images in a temporary run directory; prints s/iteration, peak memory and the estimated wall time",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -39,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from camix.train import train
 
     cfg = config_from_args(args, checks=[preflight])  # values, their relations and the files they name
+    if args.smoke:
+        from camix.smoke import format_smoke, smoke
+
+        try:
+            print(format_smoke(smoke(cfg, progress=not args.no_progress)))
+        finally:
+            shutdown_distributed()
+        return 0
     check_resume(args.resume, cfg.model)
     try:
         summary = train(cfg, resume=args.resume, restart=args.restart, progress=not args.no_progress)

@@ -1,9 +1,11 @@
 """``camix data check``: walk a dataset and report every problem instead of stopping at the first.
 
-Checks every split the dataset has (Cityscapes train and val; GTA5 and SYNTHIA have one): that every image has
-its label and every label file its image, both files decode completely, their sizes match and the label holds
-only ids its format defines; an empty or missing split is a problem. Sums the pixels of every trainId over the
-(native-size) label maps. Each split's checks run in :func:`check_split`; per-file checks in :func:`check_sample`.
+Checks every split the dataset has (:func:`camix.data.layouts.splits_of`: Cityscapes, ACDC, Dark Zurich, BDD100K
+and folder datasets train and val; GTA5 and SYNTHIA have one): that every image has its label and every label file
+its image, both files decode completely, their sizes match and the label holds only ids its format defines; an empty
+or missing split is a problem. In a split without labels (Dark Zurich train) every image must decode. Sums the
+pixels of every class over the (native-size) label maps. Each split's checks run in :func:`check_split`; per-file
+checks in :func:`check_sample`.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ import numpy as np
 from tqdm import tqdm
 
 from camix.config import DatasetConfig
-from camix.data import cityscapes, gta5, synthia
 from camix.data.datasets import find_samples
+from camix.data.layouts import LAYOUTS, class_names_of, has_labels, layout_of, splits_of
 from camix.data.transforms import UNKNOWN_ID, Sample, open_image
 from camix.errors import ConfigError, DataError
-from camix.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from camix.labels import CLASS_NAMES, IGNORE_INDEX
 
-SPLITS: dict[str, tuple[str, ...]] = {"cityscapes": ("train", "val"), "gta5": ("all",), "synthia": ("all",)}
-"""The splits ``camix data check`` knows per dataset; GTA5 and SYNTHIA have one (``all``)."""
+SPLITS: dict[str, tuple[str, ...]] = {name: layout.splits for name, layout in LAYOUTS.items()}
+"""The splits ``camix data check`` walks by default per dataset; GTA5 and SYNTHIA have one (``all``)."""
 
 LABEL_FINDERS: dict[str, Callable[[DatasetConfig], dict[Path, Path]]] = {
-    "cityscapes": cityscapes.find_labels,
-    "gta5": gta5.find_labels,
-    "synthia": synthia.find_labels,
+    name: layout.find_labels for name, layout in LAYOUTS.items()
 }
 """Dataset name -> every label file of a split mapped to the image it belongs to."""
 
@@ -43,7 +43,7 @@ class SplitReport:
         num_images: images walked.
         num_labels: images that have a label file, plus label files without an image.
         problems: one message per problem, each naming its file.
-        class_pixels: int64[19] pixels of every trainId over the label maps that decoded.
+        class_pixels: int64[C] pixels of every class over the label maps that decoded.
         ignored_pixels: pixels mapped to the ignore index 255 (void and unused classes).
         notes: what was not checked, and why.
     """
@@ -52,7 +52,7 @@ class SplitReport:
     num_images: int = 0
     num_labels: int = 0
     problems: list[str] = field(default_factory=list)
-    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), dtype=np.int64))
     ignored_pixels: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -64,6 +64,7 @@ class CheckReport:
     dataset: str
     root: str
     splits: list[SplitReport] = field(default_factory=list)
+    class_names: tuple[str, ...] = CLASS_NAMES
 
     @property
     def num_images(self) -> int:
@@ -78,8 +79,9 @@ class CheckReport:
 
     @property
     def class_pixels(self) -> np.ndarray:
-        """int64[19] trainId pixel counts over all splits."""
-        return np.sum([s.class_pixels for s in self.splits], axis=0, dtype=np.int64).reshape(NUM_CLASSES)
+        """int64[C] class pixel counts over all splits."""
+        count = len(self.class_names)
+        return np.sum([s.class_pixels for s in self.splits], axis=0, dtype=np.int64).reshape(count)
 
     @property
     def ignored_pixels(self) -> int:
@@ -89,9 +91,7 @@ class CheckReport:
 
 def known_splits(name: str) -> tuple[str, ...]:
     """The splits of dataset ``name`` (ConfigError for unknown names)."""
-    if name not in SPLITS:
-        raise ConfigError(f"unknown dataset '{name}' (valid names: {', '.join(SPLITS)})")
-    return SPLITS[name]
+    return layout_of(name).splits
 
 
 def check_dataset(cfg: DatasetConfig, *, splits: Sequence[str] | None = None, progress: bool = True) -> CheckReport:
@@ -106,13 +106,14 @@ def check_dataset(cfg: DatasetConfig, *, splits: Sequence[str] | None = None, pr
         DataError: the root is missing, or no split could be listed at all (missing, empty or misnamed folders).
         ConfigError: unknown dataset name or split.
     """
-    names = tuple(splits) if splits else known_splits(cfg.name)
-    if cfg.name != "cityscapes" and names != ("all",):
-        raise ConfigError(f"{cfg.name} has a single split ('all'); --split applies to cityscapes (train, val)")
-    report = CheckReport(dataset=cfg.name, root=cfg.root)
+    default = splits_of(cfg)
+    names = tuple(splits) if splits else default
+    if default == ("all",) and names != ("all",):
+        raise ConfigError(f"{cfg.name} has a single split ('all'); --split applies to datasets with splits")
+    report = CheckReport(dataset=cfg.name, root=cfg.root, class_names=class_names_of(cfg))
     failures = []
     for name in names:
-        split_cfg = dataclasses.replace(cfg, split=name) if cfg.name == "cityscapes" else cfg
+        split_cfg = dataclasses.replace(cfg, split=name) if default != ("all",) else cfg
         try:
             report.splits.append(check_split(split_cfg, name, progress=progress))
         except _Unlisted as exc:
@@ -133,8 +134,9 @@ class _Unlisted(Exception):
 
 def check_split(cfg: DatasetConfig, name: str, *, progress: bool = True) -> SplitReport:
     """Check one split: every image has its label, every label its image, files decode, sizes and ids fit."""
-    report = SplitReport(split=name)
-    labels = _labels_on_disk(cfg)
+    report = SplitReport(split=name, class_pixels=np.zeros(len(class_names_of(cfg)), dtype=np.int64))
+    labelled = has_labels(cfg)
+    labels = _labels_on_disk(cfg) if labelled else {}
     try:
         samples = find_samples(cfg)
     except DataError as exc:
@@ -146,7 +148,10 @@ def check_split(cfg: DatasetConfig, name: str, *, progress: bool = True) -> Spli
         raise _Unlisted(exc, report) from None
     for sample in tqdm(samples, desc=f"checking {cfg.name} {name}", unit="img", disable=not progress):
         report.num_images += 1
-        report.problems.extend(check_sample(sample, report))
+        report.problems.extend(check_sample(sample, report) if labelled else _check_image(sample))
+    if not labelled:
+        report.notes.append("a split without labels: images decoded only")
+        return report
     if cfg.list_file is not None or cfg.limit is not None:
         report.num_labels = sum(1 for s in samples if s.label.is_file())
         report.notes.append("labels without images not looked for (list file or limit given)")
@@ -162,6 +167,14 @@ def _labels_on_disk(cfg: DatasetConfig) -> dict[Path, Path]:
         return LABEL_FINDERS[cfg.name](cfg)
     except DataError:
         return {}
+
+
+def _check_image(sample: Sample) -> list[str]:
+    try:
+        open_image(sample.image)
+    except DataError as exc:
+        return [str(exc)]
+    return []
 
 
 def check_sample(sample: Sample, report: SplitReport) -> list[str]:
@@ -188,14 +201,15 @@ def check_sample(sample: Sample, report: SplitReport) -> list[str]:
 
 
 def _count_labels(sample: Sample, raw: np.ndarray, report: SplitReport) -> list[str]:
-    """Add the trainId histogram of ``raw`` to ``report``; a problem message for ids the format does not define."""
+    """Add the class histogram of ``raw`` to ``report``; a problem message for ids the format does not define."""
     ids, counts = _histogram(raw)
     in_table = ids < 256
     train_ids = np.full(ids.shape, UNKNOWN_ID, dtype=np.int64)
     train_ids[in_table] = sample.label_format.lut[ids[in_table]]
     known = train_ids != UNKNOWN_ID
-    keep = known & (train_ids < NUM_CLASSES)
-    report.class_pixels += np.bincount(train_ids[keep], weights=counts[keep], minlength=NUM_CLASSES).astype(np.int64)
+    count = len(report.class_pixels)
+    keep = known & (train_ids < count)
+    report.class_pixels += np.bincount(train_ids[keep], weights=counts[keep], minlength=count)[:count].astype(np.int64)
     report.ignored_pixels += int(counts[known & (train_ids == IGNORE_INDEX)].sum())
     if known.all():
         return []
@@ -219,7 +233,7 @@ def format_report(report: CheckReport) -> str:
         f"{report.dataset} at {report.root}: checked " + "; ".join(_split_summary(s) for s in report.splits),
         f"class pixel frequencies over {labelled} labelled pixels ({report.ignored_pixels} ignored):",
     ]
-    for train_id, (name, pixels) in enumerate(zip(CLASS_NAMES, report.class_pixels, strict=True)):
+    for train_id, (name, pixels) in enumerate(zip(report.class_names, report.class_pixels, strict=True)):
         share = pixels / labelled if labelled else 0.0
         lines.append(f"  {train_id:2d} {name:<14s} {int(pixels):>14d}  {share:7.2%}")
     lines.extend(_problem_lines(report.problems))

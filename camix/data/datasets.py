@@ -1,9 +1,10 @@
-"""The dataset builder: ``build_dataset(cfg, crop=..., train=...)`` for GTA5, SYNTHIA and Cityscapes.
+"""The dataset builder: ``build_dataset(cfg, crop=..., train=...)`` for every layout of :mod:`camix.data.layouts`.
 
 Every item is a dict:
 
 * ``"image"``: float32 ``Tensor[3, H, W]``, BGR minus the Caffe mean (0-255 scale, no std division);
-* ``"label"``: int64 ``Tensor[H, W]`` of trainIds 0..18, 255 = ignore;
+* ``"label"``: int64 ``Tensor[H, W]`` of trainIds 0..18 (a folder dataset: its class indices), 255 = ignore; all
+  255 for a split without labels (ACDC/BDD100K test, Dark Zurich train and test);
 * ``"box"``: int64 ``Tensor[4]`` = (top, left, height, width) of the crop in the resized image (the whole
   image when there is no crop); crop the spatial prior with :func:`camix.data.transforms.crop_to_box`;
 * ``"name"``: the image path relative to the dataset root;
@@ -28,15 +29,18 @@ import torch
 from torch.utils.data import Dataset
 
 from camix.config import DataConfig, DatasetConfig
-from camix.data import cityscapes, gta5, synthia
+from camix.data.layouts import LAYOUTS, has_labels, layout_of
 from camix.data.transforms import (
     CHECK_HINT,
+    TRAIN_IDS,
     Box,
     Sample,
     SizeWH,
     center_box,
     full_box,
     image_crop_tensor,
+    image_size,
+    label_size,
     map_labels,
     open_image,
     random_box,
@@ -45,15 +49,12 @@ from camix.data.transforms import (
     target_size,
 )
 from camix.errors import ConfigError, DataError
+from camix.labels import IGNORE_INDEX
 from camix.validation import ConfigKeyError
 
 log = logging.getLogger(__name__)
 
-FINDERS: dict[str, Callable[[DatasetConfig], list[Sample]]] = {
-    "gta5": gta5.find_samples,
-    "synthia": synthia.find_samples,
-    "cityscapes": cityscapes.find_samples,
-}
+FINDERS: dict[str, Callable[[DatasetConfig], list[Sample]]] = {name: lay.find_samples for name, lay in LAYOUTS.items()}
 """Dataset name -> function listing its samples (sorted, after ``list_file`` and ``limit``)."""
 
 
@@ -64,10 +65,9 @@ def find_samples(cfg: DatasetConfig) -> list[Sample]:
         ConfigError: unknown dataset name.
         DataError: missing, empty or misnamed dataset folders.
     """
-    if cfg.name not in FINDERS:
-        raise ConfigError(f"unknown dataset '{cfg.name}' (valid names: {', '.join(FINDERS)})")
+    layout = layout_of(cfg.name)
     refuse_partial_synthcity(cfg.root)
-    return FINDERS[cfg.name](cfg)
+    return layout.find_samples(cfg)
 
 
 def refuse_partial_synthcity(root: str) -> None:
@@ -106,9 +106,13 @@ class ItemError(DataError):
 class SegmentationDataset(Dataset[dict[str, Any]]):
     """Image/label pairs resized and cropped the DACS way (see the module docstring for the item format)."""
 
-    def __init__(self, cfg: DatasetConfig, samples: list[Sample], crop: SizeWH | None, train: bool) -> None:
-        """Args: cfg: the dataset settings; samples: its pairs; crop: (width, height) or None; train: random crops."""
-        self.cfg, self.samples, self.crop, self.train = cfg, samples, crop, train
+    def __init__(
+        self, cfg: DatasetConfig, samples: list[Sample], crop: SizeWH | None, train: bool, labelled: bool = True
+    ) -> None:
+        """Args: cfg: the dataset settings; samples: its pairs; crop: (width, height) or None; train: random crops;
+        labelled: False reads no label file (every label pixel is 255)."""
+        self.cfg, self.samples, self.crop, self.train, self.labelled = cfg, samples, crop, train, labelled
+        self.strict_sizes = layout_of(cfg.name).strict_sizes
         self._warned_mismatch = False
 
     def __len__(self) -> int:
@@ -134,8 +138,12 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
 
     def _load(self, sample: Sample, keep: tuple[int, int, int] | None = None) -> dict[str, Any]:
         image = open_image(sample.image)
-        raw = sample.label_format.read(sample.label)
-        self._check_sizes(sample, image.size, (raw.shape[1], raw.shape[0]))
+        if self.labelled:
+            raw = sample.label_format.read(sample.label)
+            self._check_sizes(sample, image.size, (raw.shape[1], raw.shape[0]))
+        else:  # no label: every pixel ignored (ids that the format maps to 255)
+            raw = np.full((image.size[1], image.size[0]), IGNORE_INDEX, dtype=np.uint8)
+            sample = Sample(sample.image, sample.label, sample.name, TRAIN_IDS)
         size = target_size(image.size, self.cfg.size, self.cfg.scale)
         box = self._box(size)
         if keep is not None and self.crop is not None and self.train:
@@ -173,6 +181,8 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         what = (
             f"{sample.image} is {image_wh[0]}x{image_wh[1]} but its label {sample.label} is {label_wh[0]}x{label_wh[1]}"
         )
+        if self.strict_sizes:
+            raise DataError(f"{what}; fix the pair or leave it out with a list file ({CHECK_HINT})")
         if self.cfg.size is None:
             raise DataError(f"{what}; set the dataset's `size` to resize both, or fix the pair ({CHECK_HINT})")
         if not self._warned_mismatch:
@@ -180,7 +190,9 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
             log.warning("%s; resizing both to %dx%d (warned once per worker; %s)", what, *self.cfg.size, CHECK_HINT)
 
 
-def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, train: bool = True) -> Dataset:
+def build_dataset(
+    cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, train: bool = True, labelled: bool | None = None
+) -> Dataset:
     """Build the dataset that ``cfg`` describes.
 
     Args:
@@ -188,6 +200,8 @@ def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, tr
         crop: (width, height) of the crops; None returns whole (resized) images.
         train: random crop offsets (drawn with the global torch RNG, so DataLoader worker seeding makes them
             reproducible); False gives central crops.
+        labelled: read the labels (required to exist); False: labels all 255; None: read them when the split has
+            labels (:func:`camix.data.layouts.has_labels`).
 
     Raises:
         ConfigError: unknown dataset name, or a crop together with ``label_size: native``.
@@ -198,8 +212,11 @@ def build_dataset(cfg: DatasetConfig, *, crop: tuple[int, int] | None = None, tr
     if crop is not None and (crop[0] < 1 or crop[1] < 1):
         raise ConfigError(f"crop must be positive (width, height), got {crop}")
     samples = find_samples(cfg)
-    require_labels(samples)
-    return SegmentationDataset(cfg, samples, tuple(crop) if crop is not None else None, train)  # type: ignore[arg-type]
+    labelled = has_labels(cfg) if labelled is None else labelled
+    if labelled:
+        require_labels(samples)
+    box = tuple(crop) if crop is not None else None
+    return SegmentationDataset(cfg, samples, box, train, labelled)  # type: ignore[arg-type]
 
 
 def cache_file(root: str, name: str, fallback: Path) -> Path:
@@ -229,10 +246,13 @@ def require_labels(samples: list[Sample]) -> None:
 
 def check_roots(data: DataConfig, *, with_target: bool) -> None:
     """The source, val and (``with_target``) target folders exist with their layout and images, and the labelled
-    splits have every label file. Lists files only (cheap); no image is decoded.
+    splits have every label file, at the size of its image where the layout is strict about sizes. Lists files and
+    reads image headers only; nothing is decoded.
 
     Raises:
-        ConfigKeyError: an empty ``root``. DataError: a folder that is missing, empty or misnamed, or missing labels.
+        ConfigKeyError: an empty ``root``, or a source or val split without labels.
+        DataError: a folder that is missing, empty or misnamed, missing labels, or a label whose size differs from
+            its image (naming both files).
     """
     for key in ("source", "val", "target"):
         dataset = getattr(data, key)
@@ -243,5 +263,25 @@ def check_roots(data: DataConfig, *, with_target: bool) -> None:
                 f"config key 'data.{key}.root' is empty; set it to the {dataset.name} folder", f"data.{key}.root"
             )
         samples = find_samples(dataset)
-        if key != "target":  # the target's labels are never read
-            require_labels(samples)
+        if key == "target":  # the target's labels are never read
+            continue
+        if not has_labels(dataset):
+            raise ConfigKeyError(
+                f"config key 'data.{key}.split': {dataset.name} split {dataset.split!r} has no labels; "
+                f"data.{key} needs a labelled split",
+                f"data.{key}.split",
+            )
+        require_labels(samples)
+        if layout_of(dataset.name).strict_sizes:
+            require_matching_sizes(samples)
+
+
+def require_matching_sizes(samples: list[Sample]) -> None:
+    """Raise a DataError naming the first image whose label has another size (image headers only, no decoding)."""
+    for sample in samples:
+        image_wh, label_wh = image_size(sample.image), label_size(sample.label)
+        if image_wh != label_wh:
+            raise DataError(
+                f"{sample.image} is {image_wh[0]}x{image_wh[1]} but its label {sample.label} is "
+                f"{label_wh[0]}x{label_wh[1]}; fix the pair or leave it out with a list file ({CHECK_HINT})"
+            )

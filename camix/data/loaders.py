@@ -73,6 +73,6 @@ def train_streams(
         return TrainStreams(source, None, None)
     if data.target is None:
         raise ConfigError("this method needs an unlabelled target dataset: set data.target")
-    target_ds = build_dataset(data.target, crop=data.crop, train=True)
+    target_ds = build_dataset(data.target, crop=data.crop, train=True, labelled=False)  # the target is unlabelled
     target = infinite_loader(target_ds, seed=seed + TARGET_SEED_OFFSET, world_size=info.world_size, **common)
     return TrainStreams(source, target, image_size(target_ds))

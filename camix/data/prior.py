@@ -32,11 +32,12 @@ from tqdm import tqdm
 from camix.config import DataConfig, DatasetConfig
 from camix.config_tree import to_dict
 from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
+from camix.data.layouts import class_names_of, has_labels
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
 from camix.functional import spatial_prior
 from camix.io import atomic_torch_save, atomic_write_text
-from camix.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from camix.labels import IGNORE_INDEX
 from camix.runtime import Dist, all_gather_objects, barrier
 from camix.validation import ConfigKeyError
 
@@ -75,7 +76,8 @@ def compute_prior(
         smoothing: additive smoothing passed to ``spatial_prior``.
 
     Returns:
-        ``(prior, stats)``: float32 ``Tensor[19, H, W]`` summing to 1 over classes at every pixel, and
+        ``(prior, stats)``: float32 ``Tensor[C, H, W]`` (19 classes, or a folder dataset's) summing to 1 over
+        classes at every pixel, and
         per-class pixel statistics (counted at the prior size) as a JSON-ready dict.
 
     Raises:
@@ -83,36 +85,43 @@ def compute_prior(
     """
 
     width, height = size_wh
+    names = class_names_of(cfg)
+    count = len(names)
+    if not has_labels(cfg):
+        raise DataError(f"{cfg.root}: {cfg.name} split {cfg.split!r} has no labels; use a labelled split")
     samples = find_samples(cfg)
     require_labels(samples)
     loader = DataLoader(_PriorLabels(samples, (width, height)), batch_size=None, num_workers=workers)
-    counts = np.zeros(NUM_CLASSES + 1, dtype=np.int64)  # last bin: ignored pixels
-    images = np.zeros(NUM_CLASSES, dtype=np.int64)
+    counts = np.zeros(count + 1, dtype=np.int64)  # last bin: ignored pixels
+    images = np.zeros(count, dtype=np.int64)
 
     def labels() -> Any:
         for label in tqdm(loader, desc=f"prior {cfg.name}", unit="img", disable=not progress):
-            per_class = torch.bincount(label.flatten().clamp(max=NUM_CLASSES), minlength=NUM_CLASSES + 1).numpy()
+            per_class = torch.bincount(label.flatten().clamp(max=count), minlength=count + 1).numpy()
             counts[:] += per_class
-            images[:] += per_class[:NUM_CLASSES] > 0
+            images[:] += per_class[:count] > 0
             yield label
 
-    prior = spatial_prior(labels(), NUM_CLASSES, (height, width), ignore_index=IGNORE_INDEX, smoothing=smoothing)
-    stats = _stats(cfg, size_wh, len(samples), counts, images)
+    prior = spatial_prior(labels(), count, (height, width), ignore_index=IGNORE_INDEX, smoothing=smoothing)
+    stats = _stats(cfg, size_wh, len(samples), counts, images, names)
     stats["smoothing"] = smoothing
     return prior, stats
 
 
-def _stats(cfg: DatasetConfig, size_wh: SizeWH, num_images: int, counts: np.ndarray, images: np.ndarray) -> dict:
-    labelled = int(counts[:NUM_CLASSES].sum())
+def _stats(
+    cfg: DatasetConfig, size_wh: SizeWH, num_images: int, counts: np.ndarray, images: np.ndarray, names: tuple[str, ...]
+) -> dict:
+    count = len(names)
+    labelled = int(counts[:count].sum())
     classes = [
         {
             "train_id": c,
-            "name": CLASS_NAMES[c],
+            "name": names[c],
             "pixels": int(counts[c]),
             "fraction": int(counts[c]) / labelled if labelled else 0.0,
             "images": int(images[c]),
         }
-        for c in range(NUM_CLASSES)
+        for c in range(count)
     ]
     return {
         "dataset": cfg.name,
@@ -121,7 +130,7 @@ def _stats(cfg: DatasetConfig, size_wh: SizeWH, num_images: int, counts: np.ndar
         "num_images": num_images,
         "note": "pixels are counted on the label maps resized (nearest) to the prior size",
         "labelled_pixels": labelled,
-        "ignored_pixels": int(counts[NUM_CLASSES]),
+        "ignored_pixels": int(counts[count]),
         "classes": classes,
     }
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from camix.config import DatasetConfig, RareClassConfig
 from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
+from camix.data.layouts import class_names_of
 from camix.data.sampling import SeededDataset, batches, sample_seed
 from camix.data.transforms import Sample, map_labels
 from camix.errors import DataError
@@ -37,8 +38,8 @@ CROP_TRIES = 10  # DAFormer's number of crops tried per drawn image
 class _NativeCounts(Dataset[np.ndarray]):
     """Per-class pixel counts of each label map at its native resolution (ignored pixels not counted)."""
 
-    def __init__(self, samples: list[Sample]) -> None:
-        self.samples = samples
+    def __init__(self, samples: list[Sample], num_classes: int = NUM_CLASSES) -> None:
+        self.samples, self.num_classes = samples, num_classes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -49,21 +50,23 @@ class _NativeCounts(Dataset[np.ndarray]):
             label = map_labels(sample.label_format.read(sample.label), sample.label_format, sample.label)
         except DataError as exc:
             raise ItemError(str(exc)) from None
-        return np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES].astype(np.int64)
+        return np.bincount(label.ravel(), minlength=256)[: self.num_classes].astype(np.int64)
 
 
 def count_class_pixels(cfg: DatasetConfig, *, progress: bool = True, workers: int = 0) -> tuple[list[str], np.ndarray]:
-    """The image names of ``cfg`` and their per-class pixel counts ``[N, 19]`` (native resolution)."""
+    """The image names of ``cfg`` and their per-class pixel counts ``[N, C]`` (native resolution; C = 19, or a
+    folder dataset's class count)."""
     samples = find_samples(cfg)
     require_labels(samples)
-    loader = DataLoader(_NativeCounts(samples), batch_size=None, num_workers=workers)
+    loader = DataLoader(_NativeCounts(samples, len(class_names_of(cfg))), batch_size=None, num_workers=workers)
     rows = [np.asarray(row) for row in tqdm(loader, desc=f"class stats {cfg.name}", unit="img", disable=not progress)]
     return [s.name for s in samples], np.stack(rows)
 
 
 def class_pixels_cache(cfg: DatasetConfig, run_dir: Path) -> Path:
     """Where the class statistics of ``cfg`` are cached: in the dataset root when writable, else the run dir."""
-    key = json.dumps([cfg.name, cfg.root, cfg.list_file, cfg.limit], sort_keys=True)
+    classes = [cfg.classes] if cfg.classes else []  # a folder dataset's classes file decides the counts too
+    key = json.dumps([cfg.name, cfg.root, cfg.list_file, cfg.limit, *classes], sort_keys=True)
     return cache_file(cfg.root, f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", run_dir)
 
 
@@ -74,7 +77,7 @@ def load_or_count_class_pixels(cfg: DatasetConfig, cache: Path, *, progress: boo
         try:
             record = json.loads(cache.read_text(encoding="utf-8"))
             if record.get("names") == names:
-                return np.asarray(record["pixels"], dtype=np.int64).reshape(len(names), NUM_CLASSES)
+                return np.asarray(record["pixels"], dtype=np.int64).reshape(len(names), len(class_names_of(cfg)))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a stale or torn cache is recounted
     names, pixels = count_class_pixels(cfg, progress=progress)

@@ -112,6 +112,17 @@ def image_size(path: Path) -> SizeWH:
         raise DataError(f"{path}: cannot read image header ({exc}); re-extract or replace the file") from None
 
 
+def label_size(path: Path) -> SizeWH:
+    """The (width, height) of a label file from its header (no decoding); DataError when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read label header ({exc}); re-extract or replace the file") from None
+
+
 def read_single_channel(path: Path) -> np.ndarray:
     """Decode an 8-bit single-channel label PNG (mode ``L`` or palette ``P``) into its raw ids.
 
