@@ -27,13 +27,9 @@ import torch
 
 from camix.config import Config
 from camix.config_tree import replace
-from camix.data.batch import to_device
 from camix.data.datasets import find_samples
 from camix.errors import CamixError
 from camix.evaluate import evaluate_distributed
-from camix.methods import method_of
-from camix.optim import poly_lr_
-from camix.step import optimisation_step
 from camix.train import Trainer
 
 T = TypeVar("T")
@@ -106,28 +102,9 @@ def _timed(what: str, call: Callable[[], T], device: torch.device) -> tuple[T, f
 
 
 def _iteration(trainer: Trainer, index: int) -> float:
-    """Run iteration ``index`` (0-based) of the schedule the way the loop does; returns the summed loss."""
-    cfg, engine = trainer.cfg, trainer.cfg.train
-    optim = cfg.optim
-    poly_lr_(
-        trainer.optimizer, optim.lr, optim.power, index, engine.iterations, optim.warmup_iterations, optim.warmup_ratio
-    )
-    source = to_device(next(trainer.source_iter), trainer.device, channels_last=engine.channels_last)
-    target = None
-    if trainer.target_iter is not None:
-        target = to_device(next(trainer.target_iter), trainer.device, channels_last=engine.channels_last)
-    trainer.context.iteration = index
-    _, loss = optimisation_step(
-        trainer.context,
-        method_of(cfg.method).step,
-        source,
-        target,
-        trainer.optimizer,
-        trainer.scaler,
-        teacher=trainer.teacher,
-        model=trainer.model,
-        ema_alpha_max=cfg.method.ema_alpha,
-    )
+    """Run iteration ``index`` (0-based) of the schedule as the loop does (:meth:`Trainer.run_iteration`); returns
+    the summed loss."""
+    loss = trainer.run_iteration(index)[3]
     value = float(loss.detach())
     if not math.isfinite(value):
         raise SmokeFailed(f"iteration {index + 1} gave a non-finite loss ({value})")

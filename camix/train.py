@@ -140,9 +140,40 @@ class Trainer:
         finally:
             self.close()
 
+    def run_iteration(self, iteration: int) -> tuple[Batch, Batch | None, StepOutput, torch.Tensor, float]:
+        """Iteration ``iteration`` (0-based) of the schedule: its learning rate, one batch per domain on the device,
+        then the method's step -> summed loss -> backward -> optimiser step -> EMA teacher (Eq. 3).
+
+        Returns the two batches, the step's output, the summed loss (detached, on the device) and the learning
+        rate. The loop (:meth:`fit`) runs it once per iteration; ``camix train --smoke`` runs single iterations.
+        """
+        cfg = self.cfg
+        optim, channels_last = cfg.optim, cfg.train.channels_last
+        total = cfg.train.iterations
+        lr = poly_lr_(
+            self.optimizer, optim.lr, optim.power, iteration, total, optim.warmup_iterations, optim.warmup_ratio
+        )
+        source = to_device(next(self.source_iter), self.device, channels_last=channels_last)
+        target = None
+        if self.target_iter is not None:
+            target = to_device(next(self.target_iter), self.device, channels_last=channels_last)
+        self.context.iteration = iteration
+        out, loss = optimisation_step(
+            self.context,
+            method_of(cfg.method).step,
+            source,
+            target,
+            self.optimizer,
+            self.scaler,
+            teacher=self.teacher,
+            model=self.model,
+            ema_alpha_max=cfg.method.ema_alpha,
+        )
+        return source, target, out, loss, lr
+
     def _fit(self, until: int | None) -> dict[str, Any]:
         cfg, total, counters = self.cfg, self.cfg.train.iterations, self.counters
-        step, every = method_of(cfg.method).step, cfg.train  # every.log_every, every.eval_every, ...
+        every = cfg.train  # every.log_every, every.eval_every, ...
         bar = tqdm(
             total=total,
             initial=counters.iteration,
@@ -160,33 +191,7 @@ class Trainer:
                     bar.close()
                     return self._interrupted(stop.signal_name)
             while counters.iteration < total:
-                # the learning rate and one batch per domain on the device
-                lr = poly_lr_(
-                    self.optimizer,
-                    cfg.optim.lr,
-                    cfg.optim.power,
-                    counters.iteration,
-                    total,
-                    cfg.optim.warmup_iterations,
-                    cfg.optim.warmup_ratio,
-                )
-                source = to_device(next(self.source_iter), self.device, channels_last=cfg.train.channels_last)
-                target = None
-                if self.target_iter is not None:
-                    target = to_device(next(self.target_iter), self.device, channels_last=cfg.train.channels_last)
-                # the method's step -> summed loss -> backward -> optimiser step -> EMA teacher (Eq. 3)
-                self.context.iteration = counters.iteration
-                out, loss = optimisation_step(
-                    self.context,
-                    step,
-                    source,
-                    target,
-                    self.optimizer,
-                    self.scaler,
-                    teacher=self.teacher,
-                    model=self.model,
-                    ema_alpha_max=cfg.method.ema_alpha,
-                )
+                source, target, out, loss, lr = self.run_iteration(counters.iteration)
                 counters.iteration += 1
                 bar.update(1)
                 for name, value in logged_values(out, loss).items():  # no host synchronisation
