@@ -52,7 +52,7 @@ class HrdaConfig:
     (HRDA Sec. 3.2-3.3). Inference: the context of the whole input and the detail from overlapping ``detail_crop``
     windows every ``detail_stride`` pixels. Sizes are [width, height]; the rules between the keys are checked at load
     (``camix.config.check_rules``) and against the network's output stride before a run
-    (``camix.models.hrda.check_hrda_config``).
+    (``camix.models.registry.check_hrda_config``).
     """
 
     context_scale: PositiveFloat = 0.5  # HRDA's context scale; only 0.5 is supported (the fusion upsamples by 2)

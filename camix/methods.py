@@ -29,7 +29,6 @@ from camix import functional as Fn
 from camix.augment import StrongAugment
 from camix.config import Config, HrdaConfig, MethodConfig
 from camix.data.batch import Batch
-from camix.data.layouts import classes_of_config
 from camix.labels import CLASS_NAMES, IGNORE_INDEX
 from camix.mic import masked_consistency
 from camix.mixes import MIXES, active_mix, needs_significance, target_mask
@@ -152,8 +151,10 @@ def method_of(cfg: MethodConfig) -> Method:
     return METHODS[cfg.name]
 
 
-def check_method_config(cfg: Config) -> None:
+def check_method_config(cfg: Config, class_names: Sequence[str] = CLASS_NAMES) -> None:
     """What the method of ``cfg`` needs of the rest of the config; a :class:`ConfigKeyError` naming the keys.
+    ``class_names``: the classes of the run's labels (``camix.data.layouts.check_class_count`` returns them), which
+    relations given by name refer to.
 
     The config layer checks values and their relations; these rules read the registry, so they live with it
     (``camix.preflight`` runs them before a run starts, with the other checks of a training config).
@@ -181,8 +182,7 @@ def check_method_config(cfg: Config) -> None:
             "method.name",
         )
     if needs.target and MIXES[method.mix].prior:  # the contextual mask reads the relations
-        classes = classes_of_config(cfg.data)
-        relations_for(method.relations, classes[0] if classes else CLASS_NAMES)
+        relations_for(method.relations, class_names)
     if not needs.teacher and cfg.eval.model == "teacher":
         raise ConfigKeyError(
             f"config key 'eval.model': 'teacher', but method.name={method.name} trains no teacher; use 'student'",

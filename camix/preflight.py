@@ -8,7 +8,7 @@ has run already, repeated for a config built in code; what the method needs of t
 a given spatial prior's shape (:func:`camix.data.prior.check_prior_file`); a folder dataset's class count
 (:func:`camix.data.layouts.check_class_count`); the dataset folders, and the sizes of the labelled pairs
 (:func:`camix.data.datasets.check_roots`); the model name (:func:`camix.models.registry.check_model_config`);
-HRDA's sizes against the network (:func:`camix.models.hrda.check_hrda_config`); TensorBoard
+HRDA's sizes against the network (:func:`camix.models.registry.check_hrda_config`); TensorBoard
 (:func:`camix.tensorboard.check_tensorboard`). Values come before the checks that read them. Listing the datasets'
 files is cheap; no image is decoded here.
 """
@@ -23,8 +23,7 @@ from camix.data.datasets import check_roots
 from camix.data.layouts import check_class_count
 from camix.data.prior import check_prior_file
 from camix.methods import check_method_config, method_of, uses_prior
-from camix.models.hrda import check_hrda_config
-from camix.models.registry import check_model_config
+from camix.models.registry import check_hrda_config, check_model_config
 from camix.tensorboard import check_tensorboard
 from camix.validation import ConfigKeyError, check_ranges
 
@@ -49,12 +48,12 @@ def preflight(cfg: Config, resume: str | None = None) -> None:
         _require_file(data.prior, "data.prior", "a spatial prior from `camix data prior`")
     check_ranges(cfg, num_classes=model.num_classes)
     check_rules(cfg)
-    check_method_config(cfg)
+    class_names = check_class_count(data, model.num_classes)
+    check_method_config(cfg, class_names)
     with_target, reads_prior = method_of(cfg.method).target, uses_prior(cfg.method)
     check_resume(resume, model)
     if data.prior is not None and reads_prior:
         check_prior_file(data.prior, model.num_classes, data.target)
-    check_class_count(data, model.num_classes)
     check_roots(data, with_target=with_target)
     check_model_config(model.name)
     check_hrda_config(cfg)

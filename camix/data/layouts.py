@@ -84,8 +84,9 @@ def classes_of_config(data: DataConfig) -> tuple[tuple[str, ...], tuple[tuple[in
     return None
 
 
-def check_class_count(data: DataConfig, num_classes: int) -> None:
-    """A run on a folder dataset has as many classes as its classes file names, and its labelled datasets agree.
+def check_class_count(data: DataConfig, num_classes: int) -> tuple[str, ...]:
+    """A run on a folder dataset has as many classes as its classes file names, and its labelled datasets agree;
+    returns the class names of the run's labels (a folder dataset's, else the 19 Cityscapes classes).
 
     Raises:
         ConfigKeyError: naming ``model.num_classes`` and the file, with the count to set.
@@ -108,3 +109,4 @@ def check_class_count(data: DataConfig, num_classes: int) -> None:
             "data.val",
             "data.source",
         )
+    return next(iter(counts.values())).names if counts else CLASS_NAMES

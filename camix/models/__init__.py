@@ -18,8 +18,8 @@ from camix.models.deeplabv2 import (
     param_groups,
     set_bn_trainable,
 )
-from camix.models.hrda import HRDA, HrdaOutput, base_network, build_network, check_hrda_config
-from camix.models.registry import MODELS, build_model, register
+from camix.models.hrda import HRDA, HrdaOutput, base_network, build_network
+from camix.models.registry import MODELS, build_model, check_hrda_config, register
 from camix.models.weights import LoadReport, load_pretrained
 
 __all__ = [

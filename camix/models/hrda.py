@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camix import functional as Fn
-from camix.config import Config, HrdaConfig, ModelConfig
+from camix.config import HrdaConfig, ModelConfig
 from camix.models.daformer import DAFormer, DAFormerHead
 from camix.models.deeplabv2 import ClassifierModule, DeepLabV2
 from camix.models.registry import build_model
-from camix.validation import ConfigKeyError
 
 
 class HrdaOutput(NamedTuple):
@@ -163,28 +162,3 @@ def build_network(cfg: ModelConfig) -> nn.Module:
 def base_network(model: nn.Module) -> nn.Module:
     """The registered network inside ``model`` (itself when it is not wrapped in :class:`HRDA`)."""
     return cast(nn.Module, model.base) if isinstance(model, HRDA) else model
-
-
-def output_stride_of(name: str) -> int:
-    """The output stride of a registered network, by its family (``daformer_*``: 4; DeepLab-v2: 8)."""
-    return DAFormer.output_stride if name.startswith("daformer_") else DeepLabV2.output_stride
-
-
-def check_hrda_config(cfg: Config) -> None:
-    """HRDA's sizes fit the network's output grids: the training crop, the detail crop and the window stride are
-    multiples of twice the output stride (so that the detail lands on whole context cells); a ConfigKeyError
-    naming the key otherwise."""
-    hrda = cfg.model.hrda
-    if hrda is None:
-        return
-    multiple = 2 * output_stride_of(cfg.model.name)
-    sizes: list[tuple[str, Any]] = [("data.crop", cfg.data.crop), ("model.hrda.detail_crop", hrda.detail_crop)]
-    sizes += [("model.hrda.detail_stride", hrda.detail_stride)] if hrda.detail_stride is not None else []
-    for key, size in sizes:
-        if size[0] % multiple or size[1] % multiple:
-            raise ConfigKeyError(
-                f"config key '{key}': {size[0]}x{size[1]} is not a multiple of {multiple} (twice the output stride "
-                f"of {cfg.model.name}), which HRDA's fusion needs; round it to a multiple of {multiple}",
-                key,
-                "model.hrda",
-            )

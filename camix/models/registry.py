@@ -16,7 +16,7 @@ difference to deeplabv2_tiny: mIoU 0.452 frozen vs 0.450 trainable). Pass ``trai
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -25,6 +25,9 @@ from camix.models.daformer import DAFormer
 from camix.models.deeplabv2 import BasicBlock, Bottleneck, DeepLabV2
 from camix.models.mit import mit
 from camix.validation import ConfigKeyError
+
+if TYPE_CHECKING:
+    from camix.config import Config
 
 Builder = Callable[..., nn.Module]
 
@@ -147,3 +150,28 @@ def check_model_config(name: str) -> None:
             f"config key 'model.name': {name!r} is not a model; choose one of {', '.join(sorted(MODELS))}",
             "model.name",
         )
+
+
+def output_stride_of(name: str) -> int:
+    """The output stride of a registered network, by its family (``daformer_*``: 4; DeepLab-v2: 8)."""
+    return DAFormer.output_stride if name.startswith("daformer_") else DeepLabV2.output_stride
+
+
+def check_hrda_config(cfg: Config) -> None:
+    """HRDA's sizes fit the network's output grids: the training crop, the detail crop and the window stride are
+    multiples of twice the output stride (so that the detail lands on whole context cells); a ConfigKeyError
+    naming the key otherwise."""
+    hrda = cfg.model.hrda
+    if hrda is None:
+        return
+    multiple = 2 * output_stride_of(cfg.model.name)
+    sizes: list[tuple[str, Any]] = [("data.crop", cfg.data.crop), ("model.hrda.detail_crop", hrda.detail_crop)]
+    sizes += [("model.hrda.detail_stride", hrda.detail_stride)] if hrda.detail_stride is not None else []
+    for key, size in sizes:
+        if size[0] % multiple or size[1] % multiple:
+            raise ConfigKeyError(
+                f"config key '{key}': {size[0]}x{size[1]} is not a multiple of {multiple} (twice the output stride "
+                f"of {cfg.model.name}), which HRDA's fusion needs; round it to a multiple of {multiple}",
+                key,
+                "model.hrda",
+            )
