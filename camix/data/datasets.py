@@ -219,18 +219,18 @@ def build_dataset(
     return SegmentationDataset(cfg, samples, box, train, labelled)  # type: ignore[arg-type]
 
 
-def cache_file(root: str, name: str, fallback: Path) -> Path:
-    """Where a file derived from the dataset at ``root`` is cached: ``<root>/.camix_cache/<name>`` when that folder
-    is writable (shared by every run on the dataset), else ``<fallback>/<name>`` (the run directory)."""
+def shared_cache_dir(root: str) -> Path | None:
+    """The folder ``<root>/.camix_cache`` where files derived from the dataset at ``root`` are cached for every run
+    on it, or None when it cannot be written (the caller then keeps its file in the run directory)."""
     folder = Path(root).expanduser() / ".camix_cache"
     try:
         folder.mkdir(exist_ok=True)
-        probe = folder / f".probe_{os.getpid()}_{name}"  # per process: ranks and runs probe at the same time
+        probe = folder / f".probe_{os.getpid()}"  # per process: ranks and runs probe at the same time
         probe.touch()
         probe.unlink()
-        return folder / name
+        return folder
     except OSError:
-        return fallback / name
+        return None
 
 
 def require_labels(samples: list[Sample]) -> None:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from camix.config import DataConfig, DatasetConfig
 from camix.config_tree import to_dict
-from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
+from camix.data.datasets import ItemError, find_samples, require_labels, shared_cache_dir
 from camix.data.layouts import class_names_of, has_labels
 from camix.data.transforms import Sample, SizeWH, full_box, map_labels, resize_crop_label
 from camix.errors import DataError
@@ -267,7 +267,7 @@ def prior_cache_path(data: DataConfig, size: SizeWH, num_classes: int, run_dir: 
     """
     key = json.dumps([to_dict(data.source), list(size), num_classes, data.prior_smoothing, fingerprint], sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return cache_file(data.source.root, f"prior_{data.source.name}_{size[0]}x{size[1]}_{digest}.pt", run_dir)
+    return (shared_cache_dir(data.source.root) or run_dir) / f"prior_{data.source.name}_{size[0]}x{size[1]}_{digest}.pt"
 
 
 def run_prior(data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, info: Dist) -> torch.Tensor:

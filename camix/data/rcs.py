@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from camix.config import DatasetConfig, RareClassConfig
-from camix.data.datasets import ItemError, cache_file, find_samples, require_labels
+from camix.data.datasets import ItemError, find_samples, require_labels, shared_cache_dir
 from camix.data.layouts import class_names_of
 from camix.data.sampling import SeededDataset, batches, sample_seed
 from camix.data.transforms import Sample, map_labels
@@ -67,7 +67,9 @@ def class_pixels_cache(cfg: DatasetConfig, run_dir: Path) -> Path:
     """Where the class statistics of ``cfg`` are cached: in the dataset root when writable, else the run dir."""
     classes = [cfg.classes] if cfg.classes else []  # a folder dataset's classes file decides the counts too
     key = json.dumps([cfg.name, cfg.root, cfg.list_file, cfg.limit, *classes], sort_keys=True)
-    return cache_file(cfg.root, f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json", run_dir)
+    return (
+        shared_cache_dir(cfg.root) or run_dir
+    ) / f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
 
 
 def load_or_count_class_pixels(cfg: DatasetConfig, cache: Path, *, progress: bool = True) -> np.ndarray:

@@ -137,15 +137,27 @@ def test_the_prior_cache_of_training_is_keyed_on_the_label_files(tmp_path: Path)
 
 
 def test_a_cache_goes_to_the_run_directory_when_the_dataset_root_is_not_writable(tmp_path: Path) -> None:
-    from camix.data.datasets import cache_file
+    from dataclasses import replace
+
+    from camix.config import DataConfig
+    from camix.data.datasets import shared_cache_dir
+    from camix.data.prior import prior_cache_path
+    from camix.data.rcs import class_pixels_cache
 
     root = tmp_path / "data"
     root.mkdir()
-    assert cache_file(str(root), "prior.pt", tmp_path / "run") == root / ".camix_cache" / "prior.pt"
+    assert shared_cache_dir(str(root)) == root / ".camix_cache"
     assert list((root / ".camix_cache").iterdir()) == []  # the write probe is gone
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder would go")  # mkdir fails as it would on a read-only mount
-    assert cache_file(str(blocked), "prior.pt", tmp_path / "run") == tmp_path / "run" / "prior.pt"
+    assert shared_cache_dir(str(blocked)) is None
+    run = tmp_path / "run"
+    for where, folder in ((root, root / ".camix_cache"), (blocked, run)):
+        source = DatasetConfig(name="gta", root=str(where))
+        prior = prior_cache_path(replace(DataConfig(), source=source), (32, 16), 19, run, "fp")
+        stats = class_pixels_cache(source, run)
+        assert (prior.parent, stats.parent) == (folder, folder)
+        assert prior.name.startswith("prior_gta_32x16_") and stats.name.startswith("class_pixels_gta_")
 
 
 def test_save_prior_with_nested_stats(tmp_path: Path) -> None:
