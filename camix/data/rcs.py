@@ -67,9 +67,8 @@ def class_pixels_cache(cfg: DatasetConfig, run_dir: Path) -> Path:
     """Where the class statistics of ``cfg`` are cached: in the dataset root when writable, else the run dir."""
     classes = [cfg.classes] if cfg.classes else []  # a folder dataset's classes file decides the counts too
     key = json.dumps([cfg.name, cfg.root, cfg.list_file, cfg.limit, *classes], sort_keys=True)
-    return (
-        shared_cache_dir(cfg.root) or run_dir
-    ) / f"class_pixels_{cfg.name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return (shared_cache_dir(cfg.root) or run_dir) / f"class_pixels_{cfg.name}_{digest}.json"
 
 
 def load_or_count_class_pixels(cfg: DatasetConfig, cache: Path, *, progress: bool = True) -> np.ndarray:
