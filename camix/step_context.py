@@ -98,11 +98,11 @@ StepFn = Callable[[StepContext, Batch, Batch | None], StepOutput]
 
 def upsampled_logits(model: nn.Module, image: Tensor) -> Tensor:
     """Model logits bilinearly upsampled to the input size (align_corners=True, as DACS), in float32."""
-    logits = model(image)
-    return F.interpolate(logits.float(), size=image.shape[-2:], mode="bilinear", align_corners=True)
+    return _upsampled(model(image), image.shape[-2:])
 
 
 def _upsampled(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """``logits`` in float32, bilinearly upsampled to ``size`` (align_corners=True, as DACS)."""
     return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
 
 
