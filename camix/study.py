@@ -64,6 +64,7 @@ class StudyTable:
 class StudyConfig:
     """A whole study."""
 
+    title: str = "SynthCity study: the paper's Tables 2, 4, 5 and 6"  # the results file's heading
     out_dir: str = "runs/study"
     results: str = "benchmarks/synthcity/RESULTS.md"
     seeds: tuple[Annotated[int, Range(0, 2**32 - 1)], ...] = (0, 1, 2)
@@ -344,7 +345,10 @@ def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command
     iterations = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (each row's under 'checkpoint')"
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    return f"""# SynthCity study: the paper's Tables 2, 4, 5 and 6
+    trained = {name: c for name, _, c in jobs if name not in inits} or {jobs[0][0]: cfg}
+    crops = per_run({name: f"{c.data.crop[0]}x{c.data.crop[1]}" for name, c in trained.items()})
+    batch = per_run({name: f"{c.data.batch_size} + {c.data.batch_size}" for name, c in trained.items()})
+    return f"""# {study.title}
 
 Command: `{command}` ({when}, commit {git_commit()}, {cpu_name()},
 {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is
@@ -353,9 +357,17 @@ under "Cost per run").
 Setup: SynthCity {spec.version} {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source}
 source, {spec.num_target_train} target-train, {spec.num_target_val} target-val images); \
 {"models" if len(models) > 1 else "model"} {", ".join(f"`{m}`" for m in models)};
-{iterations} iterations, crops {cfg.data.crop[0]}x{cfg.data.crop[1]}, batch
-{cfg.data.batch_size} + {cfg.data.batch_size}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
+{iterations} iterations, crops {crops}, batch
+{batch}; seeds {list(study.seeds)}. Scores: mIoU19 (%) of the student's
 last checkpoint on the target val split, mean ± sample std over seeds.{_pretrain_note(study, jobs)}"""
+
+
+def per_run(values: dict[str, str]) -> str:
+    """A setting of the runs: its one value, or each value followed by the runs that have it."""
+    distinct = list(dict.fromkeys(values.values()))
+    if len(distinct) == 1:
+        return distinct[0]
+    return ", ".join(f"{v} ({', '.join(n for n, x in values.items() if x == v)})" for v in distinct)
 
 
 def git_commit() -> str:

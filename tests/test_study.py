@@ -250,3 +250,24 @@ def test_the_hrda_study_runs_every_network_on_the_512_data() -> None:
     assert daformer.data.crop == (128, 128) and daformer.data.val.label_size == "native"
     assert hrda.data.crop == (256, 256) and hrda.data.val.size is None
     assert hrda.model.pretrained == jobs[("pretrain_daformer_mittiny", 0)].out_dir + "/checkpoints/last.pt"
+
+
+def test_the_heading_is_the_study_title_and_differing_crops_are_named_per_run(tmp_path: Path) -> None:
+    def report(head: str) -> str:
+        path = tmp_path / "study.yaml"
+        path.write_text(
+            f"{head}out_dir: {tmp_path / 'runs'}\nresults: {tmp_path / 'RESULTS.md'}\nseeds: [0]\n"
+            "runs: {small: configs/synthcity/source_only.yaml, large: configs/synthcity/source_only.yaml,"
+            " wide: configs/synthcity/source_only.yaml}\n"
+            "tables: [{title: Main, rows: [small, large], baseline: small}]\n"
+        )
+        assert main(["study", str(path), "--report-only", "--no-progress"]) == 0
+        return (tmp_path / "RESULTS.md").read_text().replace("\n", " ")
+
+    w, h = load_config("configs/synthcity/source_only.yaml").data.crop
+    results = report("title: 'HRDA on SynthCity'\nrun_overrides: {large: [data.crop=96x96], wide: [data.crop=96x96]}\n")
+    assert results.startswith("# HRDA on SynthCity ")
+    assert f"crops {w}x{h} (small), 96x96 (large, wide), batch" in results
+    results = report("")  # the default heading; one crop size is named once
+    assert results.startswith("# SynthCity study: the paper's Tables 2, 4, 5 and 6 ")
+    assert f"crops {w}x{h}, batch" in results
