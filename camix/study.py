@@ -294,7 +294,7 @@ def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], c
     if main:
         sections.append("## Per-class IoU (%) of the main comparison\n\n" + per_class_table(main))
         figure = out.with_name("curves.png")
-        adapted = [g for g in main if g.label != PRETRAIN]  # the curves share the adaptation's iteration axis
+        adapted = [groups[name] for name in adaptation_rows(study, study.per_class) if name in groups]
         plot_curves(adapted, figure, title="SynthCity: mIoU19 on target val during training")
         curves = [group_curve(g) for g in adapted]
         csv = ["method,iteration,mean,min,max"] + [
@@ -312,6 +312,13 @@ def write_results(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], c
     sections.append(_timings(study, jobs))
     atomic_write_text(out, "\n\n".join(sections) + "\n" + kept_notes(out))
     return out
+
+
+def adaptation_rows(study: StudyConfig, names: Sequence[str]) -> list[str]:
+    """The runs of ``names`` that adapt, without the initialisation runs (``pretrain``, ``pretrain_<model>``): the
+    curves and their settling share the adaptation's iteration axis, which an initialisation's does not."""
+    inits = {PRETRAIN, *init_runs(study)}
+    return [name for name in names if name not in inits]
 
 
 NOTES_MARKER = "<!-- notes: everything below this line is kept when camix study rewrites this file -->"

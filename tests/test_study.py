@@ -11,7 +11,7 @@ import pytest
 from camix.cli import main
 from camix.config import dump_config, load_config
 from camix.errors import ConfigError
-from camix.study import NOTES_MARKER, load_study, plan
+from camix.study import NOTES_MARKER, adaptation_rows, load_study, plan
 from tests.conftest import TINY_SIZE
 
 
@@ -271,3 +271,15 @@ def test_the_heading_is_the_study_title_and_differing_crops_are_named_per_run(tm
     results = report("")  # the default heading; one crop size is named once
     assert results.startswith("# SynthCity study: the paper's Tables 2, 4, 5 and 6 ")
     assert f"crops {w}x{h}, batch" in results
+
+
+def test_the_curves_leave_out_every_initialisation_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "pretrain: configs/synthcity/pretrain.yaml\n"
+        "pretrains: {daformer_mittiny: configs/synthcity/daformer_pretrain.yaml}\n"
+        "runs: {dacs: configs/synthcity/dacs.yaml, daformer: configs/synthcity/daformer.yaml}\n"
+    )
+    study = load_study(path)
+    names = ["pretrain", "dacs", "pretrain_daformer_mittiny", "daformer"]
+    assert adaptation_rows(study, names) == ["dacs", "daformer"]
