@@ -355,10 +355,11 @@ def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command
     trained = {name: c for name, _, c in jobs if name not in inits} or {jobs[0][0]: cfg}
     crops = per_run({name: f"{c.data.crop[0]}x{c.data.crop[1]}" for name, c in trained.items()})
     batch = per_run({name: f"{c.data.batch_size} + {c.data.batch_size}" for name, c in trained.items()})
+    threads = cfg.train.threads or torch.get_num_threads()
     return f"""# {study.title}
 
 Command: `{command}` ({when}, commit {git_commit()}, {cpu_name()},
-{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}; the training time is
+{os.cpu_count()} cores, {threads} torch threads per run, torch {torch.__version__}; the training time is
 under "Cost per run").
 
 Setup: SynthCity {spec.version} {spec.size[0]}x{spec.size[1]} (seed {spec.seed}, gap {spec.gap}: {spec.num_source}

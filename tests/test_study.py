@@ -265,8 +265,10 @@ def test_the_heading_is_the_study_title_and_differing_crops_are_named_per_run(tm
         return (tmp_path / "RESULTS.md").read_text().replace("\n", " ")
 
     w, h = load_config("configs/synthcity/source_only.yaml").data.crop
-    results = report("title: 'HRDA on SynthCity'\nrun_overrides: {large: [data.crop=96x96], wide: [data.crop=96x96]}\n")
+    head = "title: 'HRDA on SynthCity'\noverrides: [train.threads=1]\n"
+    results = report(head + "run_overrides: {large: [data.crop=96x96], wide: [data.crop=96x96]}\n")
     assert results.startswith("# HRDA on SynthCity ")
+    assert " 1 torch threads per run," in results  # the runs' setting, not the reporting process's
     assert f"crops {w}x{h} (small), 96x96 (large, wide), batch" in results
     results = report("")  # the default heading; one crop size is named once
     assert results.startswith("# SynthCity study: the paper's Tables 2, 4, 5 and 6 ")
