@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from camix.cli import main
 from camix.config import dump_config, load_config
@@ -141,6 +142,7 @@ def test_each_network_starts_from_its_own_initialisation(tmp_path: Path) -> None
     )
     jobs = {name: cfg for name, _, cfg in plan(load_study(path))}
     assert list(jobs) == ["pretrain", "pretrain_daformer_mittiny", "dacs", "daformer"]
+    assert adaptation_rows(load_study(path), list(jobs)) == ["dacs", "daformer"]  # the curves leave the inits out
     init = jobs["pretrain_daformer_mittiny"]
     assert init.model.name == "daformer_mittiny" and init.model.pretrained is None
     assert init.out_dir == str(tmp_path / "runs" / "pretrain_daformer_mittiny_seed3") and init.seed == 3
@@ -253,35 +255,21 @@ def test_the_hrda_study_runs_every_network_on_the_512_data() -> None:
 
 
 def test_the_heading_is_the_study_title_and_differing_crops_are_named_per_run(tmp_path: Path) -> None:
-    def report(head: str) -> str:
+    def report(**keys: object) -> str:
+        runs = dict.fromkeys(("small", "large", "wide"), "configs/synthcity/source_only.yaml")
+        table = {"title": "Main", "rows": ["small", "large"], "baseline": "small"}
+        study = {"out_dir": str(tmp_path / "runs"), "results": str(tmp_path / "RESULTS.md"), "seeds": [0]}
         path = tmp_path / "study.yaml"
-        path.write_text(
-            f"{head}out_dir: {tmp_path / 'runs'}\nresults: {tmp_path / 'RESULTS.md'}\nseeds: [0]\n"
-            "runs: {small: configs/synthcity/source_only.yaml, large: configs/synthcity/source_only.yaml,"
-            " wide: configs/synthcity/source_only.yaml}\n"
-            "tables: [{title: Main, rows: [small, large], baseline: small}]\n"
-        )
+        path.write_text(yaml.safe_dump({**study, "runs": runs, "tables": [table], **keys}, sort_keys=False))
         assert main(["study", str(path), "--report-only", "--no-progress"]) == 0
         return (tmp_path / "RESULTS.md").read_text().replace("\n", " ")
 
     w, h = load_config("configs/synthcity/source_only.yaml").data.crop
-    head = "title: 'HRDA on SynthCity'\noverrides: [train.threads=1]\n"
-    results = report(head + "run_overrides: {large: [data.crop=96x96], wide: [data.crop=96x96]}\n")
+    larger = {"large": ["data.crop=96x96"], "wide": ["data.crop=96x96"]}
+    results = report(title="HRDA on SynthCity", overrides=["train.threads=1"], run_overrides=larger)
     assert results.startswith("# HRDA on SynthCity ")
     assert " 1 torch threads per run," in results  # the runs' setting, not the reporting process's
     assert f"crops {w}x{h} (small), 96x96 (large, wide), batch" in results
-    results = report("")  # the default heading; one crop size is named once
+    results = report()  # the default heading; one crop size is named once
     assert results.startswith("# SynthCity study: the paper's Tables 2, 4, 5 and 6 ")
     assert f"crops {w}x{h}, batch" in results
-
-
-def test_the_curves_leave_out_every_initialisation_run(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "pretrain: configs/synthcity/pretrain.yaml\n"
-        "pretrains: {daformer_mittiny: configs/synthcity/daformer_pretrain.yaml}\n"
-        "runs: {dacs: configs/synthcity/dacs.yaml, daformer: configs/synthcity/daformer.yaml}\n"
-    )
-    study = load_study(path)
-    names = ["pretrain", "dacs", "pretrain_daformer_mittiny", "daformer"]
-    assert adaptation_rows(study, names) == ["dacs", "daformer"]
