@@ -6,11 +6,16 @@ on the CPU and prints the share of each kind of op (convolutions forward and bac
 the rest), the top ops, and the page faults of the profiled iteration (``getrusage``).
 
     python benchmarks/profile_step.py --model deeplabv2_r101 --crop 256x256 --threads 2
+    python benchmarks/profile_step.py --model deeplabv2_r101 --crop 256x256 --threads 2 --released
+
+``--released`` profiles the released code's iteration (``benchmarks/baseline_step.py``) on the same batches instead,
+so that the two tables compare op by op.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import time
 from collections import defaultdict
@@ -58,27 +63,35 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--default-allocator", action="store_true", help="leave the C allocator as the process starts")
+    p.add_argument("--released", action="store_true", help="profile the released code's iteration instead")
+    p.add_argument("--noise-passes", type=int, default=8, help="N, the teacher's noisy passes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not args.default_allocator:
         keep_freed_memory()
     device = torch.device("cpu")
     pool = make_pool(2, args.crop, args.target_size, device)
-    opts = ts.PathOptions(teacher_passes=args.teacher_passes)
-    setup = ts.build_fast(args.method, opts, args.model, pool, device)
+    if args.released:
+        run = ts.baseline_runner(args.method, args, pool, device)
+    else:
+        opts = ts.PathOptions(teacher_passes=args.teacher_passes)
+        setup = ts.build_fast(args.method, opts, args.model, pool, device, noise_passes=args.noise_passes)
+        run = functools.partial(ts.fast_iteration, setup, pool)
     for i in range(args.warmup):
-        ts.fast_iteration(setup, pool, i)
+        run(i)
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        ts.fast_iteration(setup, pool, args.warmup)
+        run(args.warmup)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     kinds: dict[str, float] = defaultdict(float)
     for event in events:
         kinds[kind_of(event.key)] += event.self_cpu_time_total / 1e6
+    path = "the released loop" if args.released else "camix"
     print(
-        f"{args.method} on {args.model}, crop {args.crop[0]}x{args.crop[1]}, {args.threads} threads: {wall:.2f} s wall"
+        f"{args.method} ({path}) on {args.model}, crop {args.crop[0]}x{args.crop[1]}, {args.threads} threads: "
+        f"{wall:.2f} s wall"
     )
     print(
         f"page faults: {after.ru_minflt - before.ru_minflt} minor; system time {after.ru_stime - before.ru_stime:.2f} s"

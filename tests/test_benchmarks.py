@@ -111,9 +111,11 @@ def test_teacher_passes_script_times_every_arrangement() -> None:
     assert all(float(row.split(" | ")[1]) > 0 and float(row.split(" | ")[2].strip(" |")) > 0 for row in rows)
 
 
-def test_profile_script_accounts_for_the_whole_step() -> None:
+@pytest.mark.parametrize("released", [False, True])
+def test_profile_script_accounts_for_the_whole_step(released: bool) -> None:
     argv = ["--model", "deeplabv2_tiny", "--crop", "32x32", "--target-size", "64x64", "--warmup", "1"]
-    out = run([sys.executable, "benchmarks/profile_step.py", *argv])
+    out = run([sys.executable, "benchmarks/profile_step.py", *argv, *(["--released"] if released else [])])
+    assert ("(the released loop)" if released else "(camix)") in out
     shares = [
         float(line.split(" | ")[2].split()[0]) for line in out.splitlines() if line.startswith("| ") and " % |" in line
     ]
