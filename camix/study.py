@@ -346,13 +346,14 @@ def cpu_name() -> str:
 
 def _header(study: StudyConfig, jobs: Sequence[tuple[str, int, Config]], command: str) -> str:
     inits = {PRETRAIN, *init_runs(study)}
-    cfg = next((c for name, _, c in jobs if name not in inits), jobs[0][2])
-    models = list(dict.fromkeys(c.model.name for name, _, c in jobs if name not in inits)) or [cfg.model.name]
-    counts = sorted({c.train.iterations for name, _, c in jobs if name not in inits} or {cfg.train.iterations})
+    # the adapting runs (one config per name: the seeds share these settings), or the first job when there are none
+    trained = {name: c for name, _, c in jobs if name not in inits} or {jobs[0][0]: jobs[0][2]}
+    cfg = next(iter(trained.values()))
+    models = list(dict.fromkeys(c.model.name for c in trained.values()))
+    counts = sorted({c.train.iterations for c in trained.values()})
     iterations = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (each row's under 'checkpoint')"
     spec = study.synthcity
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    trained = {name: c for name, _, c in jobs if name not in inits} or {jobs[0][0]: cfg}
     crops = per_run({name: f"{c.data.crop[0]}x{c.data.crop[1]}" for name, c in trained.items()})
     batch = per_run({name: f"{c.data.batch_size} + {c.data.batch_size}" for name, c in trained.items()})
     threads = cfg.train.threads or torch.get_num_threads()
