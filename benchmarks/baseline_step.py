@@ -5,7 +5,9 @@ next to camix's fast path so that the speed-up is the ratio of two medians measu
 same data. It follows the control flow of the authors' released code (which builds on DACS's ``trainUDA.py``),
 written anew here:
 
-* fp32, eager, contiguous tensors; the network is camix's DeepLab-v2 (the same architecture);
+* fp32, eager, contiguous tensors; the network is camix's DeepLab-v2 (the same architecture) with torch's own
+  ``nn.BatchNorm2d`` layers, as in the released code (camix's :class:`ChunkedBatchNorm2d` takes its statistics its
+  own way on the CPU);
 * source loss with DACS's ``CrossEntropy2d`` (boolean-mask indexing of the valid pixels);
 * the teacher's clean pass, then each of the N noisy passes as a separate forward call, each upsampled and
   soft-maxed at the input size; the released code's "noise" is ``clamp(randn * 0.1, 0.2, -0.2)`` (swapped
@@ -36,6 +38,7 @@ from torch import Tensor, nn
 
 from camix.data.labels import CAFFE_MEAN_BGR, IGNORE_INDEX
 from camix.models import build_model, param_groups
+from camix.models.batchnorm import ChunkedBatchNorm2d
 
 
 @dataclass
@@ -69,13 +72,22 @@ def build_released(
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    model = build_model(model_name).to(device).train()
+    model = plain_batchnorm(build_model(model_name).to(device).train())
     ema_model = copy.deepcopy(model)
     for param in ema_model.parameters():
         param.detach_()
     groups = param_groups(model, 2.5e-4, 5e-4, 10.0)
     optimizer = torch.optim.SGD(groups, lr=2.5e-4, momentum=0.9, weight_decay=5e-4)
     return ReleasedState(method, model, ema_model, optimizer, prior, relations, noise_passes)
+
+
+def plain_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` with every camix BatchNorm turned into torch's ``nn.BatchNorm2d`` (same parameters, buffers and
+    flags: only the class changes), as the released network has."""
+    for module in model.modules():
+        if isinstance(module, ChunkedBatchNorm2d):
+            module.__class__ = nn.BatchNorm2d
+    return model
 
 
 def cross_entropy_2d(predict: Tensor, target: Tensor) -> Tensor:

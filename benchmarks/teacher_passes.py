@@ -1,7 +1,8 @@
 """Seconds and peak memory of the teacher's N + 1 passes (Eq. 5) in each arrangement ``train.teacher_passes`` offers.
 
 The teacher runs as in training: train mode (batch statistics), no gradient, the clean target batch plus N noisy
-copies, through camix's own ``camix.teacher.teacher_logits`` with the grouping under test:
+copies, through camix's own ``camix.teacher.teacher_logits`` with the grouping under test (on the CPU with
+:func:`camix.runtime.keep_freed_memory`, as ``camix train`` sets it):
 
 * ``separate``: N + 1 forwards of B images;
 * ``3`` (any number k): forwards of k passes (k·B images), each pass normalised with its own statistics;
@@ -37,6 +38,7 @@ from camix import functional as Fn
 from camix.config import MethodConfig
 from camix.methods import build_context
 from camix.models import build_model, set_teacher_mode_
+from camix.runtime import keep_freed_memory
 from camix.teacher import passes_per_forward, teacher_logits
 from camix.train_setup import autocast_factory
 
@@ -52,6 +54,8 @@ DEFAULT = ("separate", "3", "batched", "joint")
 def run_one(args: argparse.Namespace) -> dict[str, object]:
     """Time one arrangement in this process; its peak resident memory in MiB."""
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `camix train` sets it: freed activations stay in the heap
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -1,9 +1,10 @@
 """The EMA teacher's reading of the target batch (paper Sec. 3.1-3.3): probabilities, pseudo-label, DACS's confidence
 weight and, with the SigMask level, the significance mask U_T from N noisy passes (Eqs. 5-7).
 
-The N + 1 passes run ``ctx.teacher_group`` per forward (``train.teacher_passes``, :func:`passes_per_forward`):
-separate forwards on the CPU, one batched forward on a GPU; each pass is normalised with its own BatchNorm
-statistics, so the result is that of N + 1 separate forwards whatever the grouping.
+The N + 1 passes run ``ctx.teacher_group`` per forward (``train.teacher_passes``, :func:`passes_per_forward`; by
+default all in one forward), interleaved in the batch; each pass is normalised with its own BatchNorm statistics
+(:mod:`camix.models.batchnorm`), so the result is that of N + 1 separate forwards whatever the grouping. With the
+released noise (``official_noise``) the N copies are identical, so one noisy pass stands for all of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camix import functional as Fn
-from camix.models.batchnorm import per_pass_batch_stats
+from camix.models.batchnorm import deinterleave, interleave, per_pass_batch_stats
 from camix.step_context import StepContext, TeacherView
 
 
@@ -27,9 +28,10 @@ def teacher_view(ctx: StepContext, image: Tensor, significance: bool) -> Teacher
     assert ctx.teacher is not None
     cfg = ctx.cfg
     passes = [image]
-    if significance:
+    if significance:  # the released noise adds the same -0.2 to every copy: one pass stands for all N
+        copies = 1 if cfg.official_noise else cfg.noise_passes
         noisy = Fn.noisy_copies(
-            image, cfg.noise_passes, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
+            image, copies, ctx.generator, std=cfg.noise_std, clip=cfg.noise_clip, official=cfg.official_noise
         )
         passes += list(noisy.unbind(0))
     clean, noisy_mean = teacher_logits(ctx, passes)
@@ -55,13 +57,12 @@ def teacher_logits(ctx: StepContext, passes: Sequence[Tensor]) -> tuple[Tensor, 
     prob_sum: Tensor | None = None
     for start in range(0, len(passes), group):
         chunk = passes[start : start + group]
-        inputs = chunk[0] if len(chunk) == 1 else torch.cat(list(chunk))
         with torch.no_grad(), ctx.autocast(), per_pass_batch_stats(ctx.teacher, len(chunk), track=start == 0):
-            logits = ctx.teacher(inputs).float()
+            logits = deinterleave(ctx.teacher(interleave(chunk)).float(), len(chunk))  # [B, K, C, h, w]
         if start == 0:
-            clean, logits = logits[: passes[0].shape[0]], logits[passes[0].shape[0] :]
-        if logits.numel():
-            probs = logits.softmax(1).unflatten(0, (-1, passes[0].shape[0])).sum(0)
+            clean, logits = logits[:, 0], logits[:, 1:]
+        if logits.shape[1]:
+            probs = logits.softmax(2).sum(1)
             prob_sum = probs if prob_sum is None else prob_sum + probs
     assert clean is not None
     return clean, prob_sum / (len(passes) - 1) if prob_sum is not None else None
@@ -94,10 +95,11 @@ def significance_from_passes(ctx: StepContext, mean_prob: Tensor, size: torch.Si
 
 def passes_per_forward(setting: str | int, device: torch.device) -> int | None:
     """How many of the teacher's N + 1 passes run in one forward, for ``train.teacher_passes``: ``separate`` (1),
-    ``batched`` (None: all), a number of passes, or ``auto``: separate on the CPU, where one forward over
-    (N + 1)·B images costs more than N + 1 forwards over B (benchmarks/RESULTS.md), batched elsewhere."""
+    ``batched`` (None: all), a number of passes, or ``auto``: batched, on the CPU as on a GPU. On the CPU one forward
+    over the (N + 1)·B images, with the passes folded into BatchNorm's channels, is the fastest arrangement
+    (benchmarks/RESULTS.md); on a GPU it is the one with the fewest and largest kernels. ``separate`` or a number
+    holds less memory at once."""
+    del device  # the measured best is the same on every device so far; kept so that a device can differ
     if isinstance(setting, int):
         return setting
-    if setting == "auto":
-        setting = "separate" if device.type == "cpu" else "batched"
     return 1 if setting == "separate" else None

@@ -14,6 +14,7 @@ from camix.config import MethodConfig
 from camix.methods import build_context, mean_teacher, source_only
 from camix.mixes import active_mix, contextual, crop_prior
 from camix.models import build_model
+from camix.models.batchnorm import deinterleave
 from camix.step_context import StepContext
 from camix.teacher import teacher_view
 
@@ -121,15 +122,16 @@ def teacher_inputs(**method: Any) -> torch.Tensor:
 
 
 def test_noisy_passes_differ_from_each_other_but_not_in_the_released_code() -> None:
-    inputs = teacher_inputs(noise_passes=4)
-    assert inputs.shape[0] == B * (1 + 4)
-    noisy = inputs[B:].unflatten(0, (4, B))
+    inputs = deinterleave(teacher_inputs(noise_passes=4), 1 + 4)  # [B, 1 + N, ...]: the clean pass first
+    assert inputs.shape[:2] == (B, 1 + 4)
+    clean, noisy = inputs[:, 0], inputs[:, 1:]
     for i in range(4):
         for j in range(i + 1, 4):
-            assert not torch.equal(noisy[i], noisy[j])
-    assert (noisy - inputs[:B]).abs().max() <= 0.2 * 255 + 1e-3  # clipped to +-0.2 of the intensity range
-    official = teacher_inputs(noise_passes=4, official_noise=True)[B:].unflatten(0, (4, B))
-    assert all(torch.equal(official[0], official[i]) for i in range(4))
+            assert not torch.equal(noisy[:, i], noisy[:, j])
+    assert (noisy - clean[:, None]).abs().max() <= 0.2 * 255 + 1e-3  # clipped to +-0.2 of the intensity range
+    # the released copies are all the image - 0.2: one noisy pass stands for the N identical ones
+    official = deinterleave(teacher_inputs(noise_passes=4, official_noise=True), 2)
+    assert torch.equal(official[:, 1], official[:, 0] - 0.2)
 
 
 def test_significance_mask_follows_the_dynamic_threshold() -> None:

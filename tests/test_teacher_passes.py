@@ -103,8 +103,37 @@ def test_a_pass_alone_without_tracking_leaves_the_running_statistics() -> None:
     assert layer.chunks == 1 and layer.track  # restored on exit
 
 
-def test_the_device_picks_the_grouping_unless_the_config_forces_one() -> None:
+def test_auto_batches_every_pass_unless_the_config_forces_a_grouping() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert passes_per_forward("auto", cpu) == 1 and passes_per_forward("auto", gpu) is None
+    assert passes_per_forward("auto", cpu) is None and passes_per_forward("auto", gpu) is None
     assert passes_per_forward("separate", gpu) == 1 and passes_per_forward("batched", cpu) is None
     assert passes_per_forward(3, cpu) == 3
+
+
+def test_the_released_noise_runs_one_noisy_pass_for_all_n() -> None:
+    """``official_noise``: every copy is the image - 0.2, so one noisy pass gives what N identical passes give."""
+    torch.manual_seed(0)
+    teacher = set_teacher_mode_(build_model("deeplabv2_tiny", 19).requires_grad_(False), True)
+    image = torch.randn(B, 3, SIZE, SIZE) * 60
+    cfg = MethodConfig(name="mean_teacher", mix="camix", consistency="src", noise_passes=N, official_noise=True)
+    copies = [image - 0.2] * N
+    cfg = replace(cfg, k_sup=median_gap(reference(teacher, [image, *copies], cfg, iteration=100, total=100)["entropy"]))
+    expected = reference(teacher, [image, *copies], cfg, iteration=100, total=100)
+    rows: list[int] = []
+    model = copy.deepcopy(teacher)
+    model.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    ctx = build_context(
+        cfg,
+        student=model,
+        teacher=model,
+        num_classes=19,
+        generator=torch.Generator(),
+        total_iterations=100,
+        crop=(B, B),
+    )
+    ctx.iteration, ctx.teacher_group = 100, None
+    view = teacher_view(ctx, image, significance=True)
+    assert rows == [2 * B]  # the clean pass and one noisy pass, in one forward
+    assert 0.2 < float(expected["sig"].mean()) < 0.8
+    assert view.significance is not None and torch.allclose(view.significance, expected["sig"], atol=1e-5)
+    assert torch.equal(view.pseudo, expected["pseudo"])

@@ -1,19 +1,25 @@
 """BatchNorm whose training-mode statistics can be taken per pass of a batched forward.
 
 CAMix's teacher runs, in training mode like the released code, a clean pass over the target batch and N noisy
-passes (Eq. 5). camix can run several of them as one batched forward (on a GPU, fewer and larger kernels); with
-plain BatchNorm the clean images would then be normalised with statistics that include the noisy copies, which
-changes the pseudo-labels. Inside :func:`per_pass_batch_stats` every :class:`ChunkedBatchNorm2d` normalises each
-of ``passes`` equal slices of the batch with that slice's own statistics, exactly what separate forward passes
-compute, in two reads of the activation (one ``var_mean`` reduction, one fused multiply-add) like a native
-BatchNorm. Only the first pass of the block (the clean one, when ``track`` is set) updates the running statistics,
-as a forward of the clean pass alone would; the noisy passes leave them untouched.
+passes (Eq. 5). camix can run several of them as one batched forward; with plain BatchNorm the clean images would
+then be normalised with statistics that include the noisy copies, which changes the pseudo-labels. Inside
+:func:`per_pass_batch_stats` every :class:`ChunkedBatchNorm2d` normalises each pass with that pass's own
+statistics, exactly what separate forward passes compute.
+
+The passes are **interleaved** in the batch (:func:`interleave`): row ``i·K + k`` holds image ``i`` of pass ``k``.
+A contiguous ``[M·K, C, H, W]`` activation is then, without a copy, the ``[M, K·C, H, W]`` tensor whose channel
+``k·C + c`` is channel ``c`` of pass ``k``, and one native ``batch_norm`` call over it takes every pass's statistics
+(the pass folded into the channels: the same kernel, reads and writes as a plain BatchNorm). Any layer that only
+stacks more rows per image keeps the layout: HRDA's sliding windows, batched window-major, still have the pass as
+the fastest-varying row index. Only the first pass (the clean one, when ``track`` is set) updates the running
+statistics, as a forward of the clean pass alone would; the noisy passes leave them untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,18 +29,59 @@ from torch import nn
 class ChunkedBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters, buffers and state-dict names) with optional per-pass statistics."""
 
-    chunks: int = 1  # passes in the batch, each normalised with its own statistics (training mode)
+    chunks: int = 1  # passes interleaved in the batch, each normalised with its own statistics (training mode)
     track: bool = True  # update the running statistics (from the first pass) in training mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Plain BatchNorm, or per-pass batch statistics when ``chunks > 1`` in training mode."""
-        if not self.training or (self.chunks <= 1 and self.track):
+        """Plain BatchNorm, or per-pass batch statistics when ``chunks > 1`` in training mode; in training mode on
+        the CPU (float32, contiguous), the statistics come from :class:`CpuBatchNorm`."""
+        if not self.training:
+            return super().forward(x)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+            return self._on_cpu(x)
+        if self.chunks <= 1 and self.track:
             return super().forward(x)
         if self.chunks <= 1:  # one pass whose statistics must not reach the running ones
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        parts = x.unflatten(0, (self.chunks, -1))  # [K, B/K, C, H, W], a view
+        if x.is_contiguous():
+            return self._folded(x)
+        return self._per_slice(x)
+
+    def _on_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        """Training mode on the CPU: :class:`CpuBatchNorm` over ``x`` viewed as ``[M, K·C, H, W]`` (the passes
+        folded into the channels), then the running statistics from the first pass."""
+        k, (n, c, h, w) = self.chunks, x.shape
+        weight = self.weight.repeat(k) if self.weight is not None and k > 1 else self.weight
+        bias = self.bias.repeat(k) if self.bias is not None and k > 1 else self.bias
+        out, mean, var = CpuBatchNorm.apply(x.view(n // k, k * c, h, w), weight, bias, self.eps)
+        running = self._tracked()
+        if running is not None:
+            count = (n // k) * h * w
+            with torch.no_grad():
+                running[0].lerp_(mean[:c], self._momentum())
+                running[1].lerp_(var[:c] * (count / max(count - 1, 1)), self._momentum())
+        return out.view(n, c, h, w)
+
+    def _folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pass statistics from one native ``batch_norm`` over ``x`` viewed as ``[M, K·C, H, W]``."""
+        k, (n, c, h, w) = self.chunks, x.shape
+        folded = x.view(n // k, k * c, h, w)
+        weight = self.weight.repeat(k) if self.weight is not None else None
+        bias = self.bias.repeat(k) if self.bias is not None else None
+        running = self._tracked()
+        momentum = self._momentum()
+        mean, var = (None, None) if running is None else (running[0].repeat(k), running[1].repeat(k))
+        out = F.batch_norm(folded, mean, var, weight, bias, True, momentum, self.eps)
+        if running is not None and mean is not None and var is not None:
+            running[0].copy_(mean[:c])
+            running[1].copy_(var[:c])
+        return out.view(n, c, h, w)
+
+    def _per_slice(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pass statistics for a non-contiguous (channels-last) ``x``: one reduction, one multiply-add."""
+        parts = x.unflatten(0, (-1, self.chunks))  # [M, K, C, H, W], a view
         exact = parts if parts.dtype == torch.float32 else parts.float()  # statistics in fp32 under autocast
-        var, mean = torch.var_mean(exact, dim=(1, 3, 4), unbiased=False, keepdim=True)  # [K, 1, C, 1, 1]
+        var, mean = torch.var_mean(exact, dim=(0, 3, 4), unbiased=False, keepdim=True)  # [1, K, C, 1, 1]
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight.view(1, 1, -1, 1, 1)
@@ -42,42 +89,104 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
         if self.bias is not None:
             shift = shift + self.bias.view(1, 1, -1, 1, 1)
         out = torch.addcmul(shift.to(parts.dtype), parts, scale.to(parts.dtype))
-        if self.track:
-            self._track_first(mean[0].flatten(), var[0].flatten(), parts[0].numel() // parts.shape[2])
+        running = self._tracked()
+        if running is not None:
+            count = parts[:, 0].numel() // parts.shape[2]
+            with torch.no_grad():
+                unbiased = var[0, 0].flatten() * (count / max(count - 1, 1))
+                running[0].lerp_(mean[0, 0].flatten().to(running[0].dtype), self._momentum())
+                running[1].lerp_(unbiased.to(running[1].dtype), self._momentum())
         return out.flatten(0, 1)
 
-    @torch.no_grad()
-    def _track_first(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-        """The running statistics as a forward of the first pass alone updates them (unbiased variance)."""
-        if not self.track_running_stats or self.running_mean is None or self.running_var is None:
-            return
-        momentum = self.momentum if self.momentum is not None else 0.1
+    def _tracked(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The running mean and variance that this forward updates (from the first pass), or None; counts the
+        batch in ``num_batches_tracked`` as ``nn.BatchNorm2d`` does."""
+        if not self.track or not self.track_running_stats or self.running_mean is None or self.running_var is None:
+            return None
         if self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                momentum = 1.0 / float(self.num_batches_tracked)
-        unbiased = var * (count / max(count - 1, 1))
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-        self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        return self.running_mean, self.running_var
+
+    def _momentum(self) -> float:
+        """``nn.BatchNorm2d``'s update factor: ``momentum``, or the cumulative average when it is None."""
+        if self.momentum is not None:
+            return self.momentum
+        tracked = self.num_batches_tracked
+        return 1.0 / float(tracked) if tracked is not None and int(tracked) > 0 else 0.0
+
+
+class CpuBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm of a contiguous float32 ``[N, C, H, W]`` on the CPU, in two vectorised passes.
+
+    The native CPU kernel gathers each channel's mean and variance in a scalar loop: on a 2x2304x65x65 activation
+    that takes most of its time (25 ms against 5 ms for the affine transform; benchmarks/RESULTS.md). Here one
+    native ``group_norm`` with a group per channel takes each image's per-channel moments (a vectorised, centred
+    reduction) and writes the image-normalised activation; the batch statistics follow exactly from the moments
+    (the mean of the means; the mean of the variances plus the variance of the means), and one multiply-add in
+    place turns the image-normalised activation into the batch-normalised one. Returns the output, the mean and
+    the biased variance per channel. The backward is the native training-mode backward with those statistics, so
+    the gradients are those of ``F.batch_norm(training=True)``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, c, h, w = x.shape
+        out, image_mean, image_rstd = torch.native_group_norm(x, None, None, n, c, h * w, c, eps)  # [N, C] moments
+        image_var = (image_rstd.pow(-2) - eps).clamp_min_(0.0)
+        mean = image_mean.mean(0)
+        var = (image_var + (image_mean - mean).square()).mean(0)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shift = (image_mean - mean) * scale
+        if bias is not None:
+            shift = shift + bias
+        out.mul_((scale / image_rstd).view(n, c, 1, 1)).add_(shift.view(n, c, 1, 1))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor, *_: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        grads = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        return grads[0] if mask[0] else None, grads[1] if mask[1] else None, grads[2] if mask[2] else None, None
+
+
+def interleave(passes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One batch of K passes of ``[B, ...]``, interleaved as :func:`per_pass_batch_stats` expects: row ``i·K + k``
+    is image ``i`` of pass ``k``; channels-last passes give a channels-last batch."""
+    if len(passes) == 1:
+        return passes[0]
+    batch = torch.stack(list(passes), dim=1).flatten(0, 1)
+    first = passes[0]
+    if first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last):
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def deinterleave(batch: torch.Tensor, passes: int) -> torch.Tensor:
+    """``[B·K, ...]`` back to ``[B, K, ...]`` (a view): index 1 is the pass."""
+    return batch.unflatten(0, (-1, passes))
 
 
 @contextlib.contextmanager
 def per_pass_batch_stats(model: nn.Module, passes: int, *, track: bool = True) -> Iterator[None]:
-    """Within the block, every :class:`ChunkedBatchNorm2d` of ``model`` takes statistics per pass of the batch
-    (``passes`` equal slices), and updates its running statistics from the first pass only when ``track``.
-
-    Modules with a ``passes`` attribute (HRDA's wrapper, which batches its sliding windows) get it set to ``passes``
-    too, so that what they batch keeps the pass-major layout: each pass's images (and their windows) in one slice."""
+    """Within the block, every :class:`ChunkedBatchNorm2d` of ``model`` takes statistics per pass of a batch that
+    holds ``passes`` passes interleaved (:func:`interleave`), and updates its running statistics from the first pass
+    only when ``track``."""
     layers = [m for m in model.modules() if isinstance(m, ChunkedBatchNorm2d)]
-    layouts = [m for m in model.modules() if hasattr(m, "passes")]
     for layer in layers:
         layer.chunks, layer.track = passes, track
-    for module in layouts:
-        setattr(module, "passes", passes)  # noqa: B010  # a plain attribute of a module
     try:
         yield
     finally:
         for layer in layers:
             layer.chunks, layer.track = 1, True
-        for module in layouts:
-            setattr(module, "passes", 1)  # noqa: B010

@@ -68,8 +68,8 @@ class HRDA(nn.Module):
     plain network, so every caller upsamples them the same way. An input whose sides are not multiples of ``2s`` is
     zero-padded (the mean colour, inputs being mean-subtracted) and the logits cropped back.
 
-    ``passes`` (set by :func:`camix.models.batchnorm.per_pass_batch_stats`): the batch holds that many passes,
-    pass-major; the windows are batched pass-major too, so each pass keeps its own BatchNorm statistics.
+    The windows are batched window-major, so a batch of interleaved teacher passes
+    (:func:`camix.models.batchnorm.interleave`) stays interleaved and each pass keeps its own BatchNorm statistics.
     """
 
     def __init__(self, base: nn.Module, cfg: HrdaConfig) -> None:
@@ -83,7 +83,6 @@ class HRDA(nn.Module):
         self.detail_crop = (cfg.detail_crop[1], cfg.detail_crop[0])  # (height, width)
         stride = cfg.detail_stride or (cfg.detail_crop[0] // 2, cfg.detail_crop[1] // 2)
         self.detail_stride = (stride[1], stride[0])
-        self.passes = 1
 
     @property
     def net(self) -> Any:
@@ -132,16 +131,13 @@ class HRDA(nn.Module):
         return (fused, features) if return_features else fused
 
     def slide(self, x: Tensor) -> Tensor:
-        """The detail logits of ``x`` from overlapping windows, batched pass-major, averaged where they overlap."""
+        """The detail logits of ``x`` from overlapping windows, batched window-major, averaged where they overlap."""
         height, width = x.shape[-2:]
         window = (min(self.detail_crop[0], height), min(self.detail_crop[1], width))
         boxes = Fn.slide_boxes(height, width, window, self.detail_stride)
         crops = torch.stack([x[..., t : t + window[0], left : left + window[1]] for t, left in boxes])
-        passes, count = self.passes, len(boxes)
-        batch = x.shape[0] // passes
-        # [n, K*B, ...] -> [K, n, B, ...]: pass k's windows of its B images stay in slice k of the batch
-        logits = self.detail(crops.unflatten(1, (passes, batch)).transpose(0, 1).flatten(0, 2))
-        windows = logits.unflatten(0, (passes, count, batch)).transpose(0, 1).flatten(1, 2)
+        # [n, B, ...] -> [n·B, ...]: row j·B + i is window j of image i, so interleaved passes stay interleaved
+        windows = self.detail(crops.flatten(0, 1)).unflatten(0, (len(boxes), -1))
         stride = self.output_stride
         grid = [(t // stride, left // stride) for t, left in boxes]
         return Fn.slide_average(windows, grid, (height // stride, width // stride))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from camix.models import build_model
-from camix.models.batchnorm import ChunkedBatchNorm2d, per_pass_batch_stats
+from camix.models.batchnorm import ChunkedBatchNorm2d, deinterleave, interleave, per_pass_batch_stats
 
 
 def test_chunked_forward_equals_separate_forwards() -> None:
@@ -17,23 +19,91 @@ def test_chunked_forward_equals_separate_forwards() -> None:
     clean = torch.randn(2, 3, 40, 40) * 50
     noisy = [clean + torch.randn_like(clean) * 25 for _ in range(3)]
     with torch.no_grad():
-        expected = torch.cat([separate_model(x) for x in (clean, *noisy)])
+        expected = torch.stack([separate_model(x) for x in (clean, *noisy)], dim=1)  # [B, K, C, h, w]
         with per_pass_batch_stats(model, 4):
-            batched = model(torch.cat([clean, *noisy]))
-        plain = model(torch.cat([clean, *noisy]))  # outside the block: statistics over all 8 images
+            batched = deinterleave(model(interleave([clean, *noisy])), 4)
+        plain = deinterleave(model(interleave([clean, *noisy])), 4)  # outside the block: statistics over all 8
     assert torch.allclose(batched, expected, atol=1e-4)
-    assert not torch.allclose(plain[:2], expected[:2], atol=1e-2)  # the bias the chunking removes
+    assert not torch.allclose(plain[:, 0], expected[:, 0], atol=1e-2)  # the bias the chunking removes
     assert all(m.chunks == 1 for m in model.modules() if isinstance(m, ChunkedBatchNorm2d))
 
 
-def test_chunked_layer_keeps_the_state_dict_and_tracks_the_first_chunk() -> None:
+def test_chunked_layer_keeps_the_state_dict_and_tracks_the_first_pass() -> None:
     layer = ChunkedBatchNorm2d(3)
     assert set(layer.state_dict()) == set(torch.nn.BatchNorm2d(3).state_dict())
-    x = torch.randn(4, 3, 5, 5) + torch.tensor([0.0, 0.0, 10.0, 10.0]).view(4, 1, 1, 1)
+    x = torch.randn(4, 3, 5, 5) + torch.tensor([0.0, 10.0, 0.0, 10.0]).view(4, 1, 1, 1)  # pass 1 is shifted by 10
     reference = torch.nn.BatchNorm2d(3)
-    reference(x[:2])
+    expected = torch.stack([reference(x[0::2]), F.batch_norm(x[1::2], None, None, training=True)], dim=1)
     layer.chunks = 2
-    layer(x)
-    assert torch.allclose(layer.running_mean, reference.running_mean)
+    out = layer(x)
+    assert torch.allclose(deinterleave(out, 2), expected, atol=1e-5)  # each pass its own statistics
+    assert torch.allclose(layer.running_mean, reference.running_mean)  # pass 0 only: no trace of the shift
     assert torch.allclose(layer.running_var, reference.running_var)
     assert int(layer.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_channels_last_and_contiguous_batches_agree(momentum: float | None) -> None:
+    """The folded native call (contiguous) and the per-slice reduction (channels-last) give the same outputs and
+    running statistics, for a fixed momentum and for the cumulative average (``momentum=None``)."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 7, 5) * torch.arange(1.0, 7.0).view(6, 1, 1, 1) + torch.arange(6.0).view(6, 1, 1, 1)
+    layers = [ChunkedBatchNorm2d(4, momentum=momentum) for _ in range(3)]
+    for layer in layers:
+        torch.nn.init.uniform_(layer.weight), torch.nn.init.uniform_(layer.bias)
+        layer.load_state_dict(layers[0].state_dict())
+    reference = torch.nn.BatchNorm2d(4, momentum=momentum)
+    reference.load_state_dict(layers[0].state_dict())
+    outs = []
+    for layer, batch in zip(layers[:2], (x, x.contiguous(memory_format=torch.channels_last)), strict=True):
+        with per_pass_batch_stats(layer, 3):
+            outs.append(layer(batch).contiguous())
+            outs.append(layer(batch).contiguous())  # twice: the cumulative average's second step
+    reference(x[0::3])
+    expected = reference(x[0::3])
+    torch.testing.assert_close(outs[1][0::3], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[3], outs[1], atol=1e-5, rtol=1e-5)
+    for layer in layers[:2]:
+        torch.testing.assert_close(layer.running_mean, reference.running_mean)
+        torch.testing.assert_close(layer.running_var, reference.running_var)
+        assert int(layer.num_batches_tracked) == 2
+
+
+def test_interleave_puts_the_pass_fastest() -> None:
+    a, b = torch.tensor([[1.0], [2.0]]), torch.tensor([[10.0], [20.0]])
+    assert interleave([a, b]).flatten().tolist() == [1.0, 10.0, 2.0, 20.0]
+    assert torch.equal(deinterleave(interleave([a, b]), 2)[:, 1], b)
+    assert interleave([a]) is a
+
+
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_cpu_statistics_and_gradients_equal_torch_batch_norm(chunks: int) -> None:
+    """camix's CPU training-mode BatchNorm (moments from ``group_norm``) against ``F.batch_norm`` in float64: the
+    output, the running statistics and the gradients of the input, the weight and the bias, with one channel whose
+    mean is large against its spread (where a one-pass variance loses its digits)."""
+    torch.manual_seed(0)
+    x = torch.randn(2 * chunks, 3, 6, 5) * 2 + 1
+    x[:, 1] = x[:, 1] * 0.05 + 20  # a one-pass variance E[x²] - E[x]² would be off by about 1e-7 * 400² here
+    layer = ChunkedBatchNorm2d(3)
+    torch.nn.init.uniform_(layer.weight, 0.5, 1.5), torch.nn.init.uniform_(layer.bias)
+    grad = torch.randn_like(x)
+    leaf = x.clone().requires_grad_(True)
+    with per_pass_batch_stats(layer, chunks):
+        (layer(leaf) * grad).sum().backward()
+    reference = torch.nn.BatchNorm2d(3).double()
+    reference.load_state_dict(layer.state_dict() | {"running_mean": torch.zeros(3), "running_var": torch.ones(3)})
+    reference.num_batches_tracked.zero_()
+    ref_leaf = x.double().requires_grad_(True)
+    parts = deinterleave(ref_leaf, chunks)  # each pass normalised alone; pass 0 updates the running statistics
+    outs = [reference(parts[:, 0])] + [
+        F.batch_norm(parts[:, k], None, None, reference.weight, reference.bias, training=True) for k in range(1, chunks)
+    ]
+    (torch.stack(outs, dim=1).flatten(0, 1) * grad.double()).sum().backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer.running_mean, reference.running_mean.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.running_var, reference.running_var.float(), atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), per_pass_batch_stats(layer, chunks, track=False):
+        out = layer(x)
+    torch.testing.assert_close(out.double(), torch.stack(outs, dim=1).flatten(0, 1).detach(), atol=1e-4, rtol=1e-4)
