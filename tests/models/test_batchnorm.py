@@ -43,30 +43,29 @@ def test_chunked_layer_keeps_the_state_dict_and_tracks_the_first_pass() -> None:
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_channels_last_and_contiguous_batches_agree(momentum: float | None) -> None:
-    """The folded native call (contiguous) and the per-slice reduction (channels-last) give the same outputs and
-    running statistics, for a fixed momentum and for the cumulative average (``momentum=None``)."""
+def test_every_route_gives_each_pass_its_statistics(momentum: float | None) -> None:
+    """The three training-mode routes of a batch of 3 interleaved passes: camix's CPU statistics (float32,
+    contiguous), the per-slice reduction (channels-last) and the passes folded into one native call (float64 here;
+    on a GPU any contiguous batch) give pass 0 what ``nn.BatchNorm2d`` gives it alone, outputs and running
+    statistics, for a fixed momentum and for the cumulative average (``momentum=None``, two steps)."""
     torch.manual_seed(0)
     x = torch.randn(6, 4, 7, 5) * torch.arange(1.0, 7.0).view(6, 1, 1, 1) + torch.arange(6.0).view(6, 1, 1, 1)
-    layers = [ChunkedBatchNorm2d(4, momentum=momentum) for _ in range(3)]
-    for layer in layers:
-        torch.nn.init.uniform_(layer.weight), torch.nn.init.uniform_(layer.bias)
-        layer.load_state_dict(layers[0].state_dict())
+    first = ChunkedBatchNorm2d(4, momentum=momentum)
+    torch.nn.init.uniform_(first.weight), torch.nn.init.uniform_(first.bias)
+    routes = {"cpu": x, "channels_last": x.contiguous(memory_format=torch.channels_last), "folded": x.double()}
     reference = torch.nn.BatchNorm2d(4, momentum=momentum)
-    reference.load_state_dict(layers[0].state_dict())
-    outs = []
-    for layer, batch in zip(layers[:2], (x, x.contiguous(memory_format=torch.channels_last)), strict=True):
-        with per_pass_batch_stats(layer, 3):
-            outs.append(layer(batch).contiguous())
-            outs.append(layer(batch).contiguous())  # twice: the cumulative average's second step
+    reference.load_state_dict(first.state_dict())
     reference(x[0::3])
     expected = reference(x[0::3])
-    torch.testing.assert_close(outs[1][0::3], expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(outs[3], outs[1], atol=1e-5, rtol=1e-5)
-    for layer in layers[:2]:
-        torch.testing.assert_close(layer.running_mean, reference.running_mean)
-        torch.testing.assert_close(layer.running_var, reference.running_var)
-        assert int(layer.num_batches_tracked) == 2
+    for route, batch in routes.items():
+        layer = copy.deepcopy(first).to(batch.dtype)
+        with per_pass_batch_stats(layer, 3):
+            layer(batch)
+            out = layer(batch).contiguous()  # the second step: the cumulative average's 1/2
+        torch.testing.assert_close(out[0::3].float(), expected, atol=1e-5, rtol=1e-5, msg=route)
+        torch.testing.assert_close(layer.running_mean.float(), reference.running_mean, msg=route)
+        torch.testing.assert_close(layer.running_var.float(), reference.running_var, msg=route)
+        assert int(layer.num_batches_tracked) == 2, route
 
 
 def test_interleave_puts_the_pass_fastest() -> None:
