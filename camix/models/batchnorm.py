@@ -51,27 +51,18 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
         """Training mode on the CPU: :class:`CpuBatchNorm` over ``x`` viewed as ``[M, K·C, H, W]`` (the passes
         folded into the channels), then the running statistics from the first pass."""
         k, (n, c, h, w) = self.chunks, x.shape
-        weight = self.weight.repeat(k) if self.weight is not None and k > 1 else self.weight
-        bias = self.bias.repeat(k) if self.bias is not None and k > 1 else self.bias
-        out, mean, var = CpuBatchNorm.apply(x.view(n // k, k * c, h, w), weight, bias, self.eps)
-        running = self._tracked()
-        if running is not None:
-            count = (n // k) * h * w
-            with torch.no_grad():
-                running[0].lerp_(mean[:c], self._momentum())
-                running[1].lerp_(var[:c] * (count / max(count - 1, 1)), self._momentum())
+        out, mean, var = CpuBatchNorm.apply(x.view(n // k, k * c, h, w), *self._affine(), self.eps)
+        self._track_first(mean[:c], var[:c], (n // k) * h * w)
         return out.view(n, c, h, w)
 
     def _folded(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pass statistics from one native ``batch_norm`` over ``x`` viewed as ``[M, K·C, H, W]``."""
         k, (n, c, h, w) = self.chunks, x.shape
         folded = x.view(n // k, k * c, h, w)
-        weight = self.weight.repeat(k) if self.weight is not None else None
-        bias = self.bias.repeat(k) if self.bias is not None else None
         running = self._tracked()
         momentum = self._momentum()
         mean, var = (None, None) if running is None else (running[0].repeat(k), running[1].repeat(k))
-        out = F.batch_norm(folded, mean, var, weight, bias, True, momentum, self.eps)
+        out = F.batch_norm(folded, mean, var, *self._affine(), True, momentum, self.eps)
         if running is not None and mean is not None and var is not None:
             running[0].copy_(mean[:c])
             running[1].copy_(var[:c])
@@ -89,14 +80,27 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
         if self.bias is not None:
             shift = shift + self.bias.view(1, 1, -1, 1, 1)
         out = torch.addcmul(shift.to(parts.dtype), parts, scale.to(parts.dtype))
-        running = self._tracked()
-        if running is not None:
-            count = parts[:, 0].numel() // parts.shape[2]
-            with torch.no_grad():
-                unbiased = var[0, 0].flatten() * (count / max(count - 1, 1))
-                running[0].lerp_(mean[0, 0].flatten().to(running[0].dtype), self._momentum())
-                running[1].lerp_(unbiased.to(running[1].dtype), self._momentum())
+        self._track_first(mean[0, 0].flatten(), var[0, 0].flatten(), parts[:, 0].numel() // parts.shape[2])
         return out.flatten(0, 1)
+
+    def _affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Weight and bias for a batch of ``chunks`` passes folded into the channels (repeated per pass)."""
+        k = self.chunks
+        weight = self.weight.repeat(k) if self.weight is not None and k > 1 else self.weight
+        bias = self.bias.repeat(k) if self.bias is not None and k > 1 else self.bias
+        return weight, bias
+
+    @torch.no_grad()
+    def _track_first(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """The running statistics as a forward of the first pass alone updates them, from its mean and biased
+        variance over ``count`` values (unbiased in the running variance); nothing when this forward does not
+        track."""
+        running = self._tracked()
+        if running is None:
+            return
+        unbiased = var * (count / max(count - 1, 1))
+        running[0].lerp_(mean.to(running[0].dtype), self._momentum())
+        running[1].lerp_(unbiased.to(running[1].dtype), self._momentum())
 
     def _tracked(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The running mean and variance that this forward updates (from the first pass), or None; counts the
