@@ -83,7 +83,7 @@ class Trainer:
 
     def _setup(self, resume: str | None) -> None:
         """Build (or restore) the run's state (:func:`camix.train_setup.build_run`) and hold its parts."""
-        state = build_run(self.cfg, self.run, self.device, self.dist, resume)
+        state = build_run(self.cfg, self.run, self.device, self.dist, resume, progress=self.show_progress)
         self.model, self.student, self.teacher = state.nets.model, state.nets.student, state.nets.teacher
         self.optimizer, self.scaler, self.generator = state.optimizer, state.scaler, state.generator
         self.counters, self.context, self.log, self.board = state.counters, state.context, state.log, state.board

@@ -96,8 +96,10 @@ def build_data(
     run_dir: Path,
     device: torch.device,
     dist: Dist,
+    progress: bool = True,
 ) -> tuple[Any, Any, StepContext]:
-    """The source and target batch iterators (from batch ``start_batch``) and the step context (with the prior)."""
+    """The source and target batch iterators (from batch ``start_batch``) and the step context (with the prior;
+    ``progress``: a progress bar while the prior is computed)."""
     streams = train_streams(
         cfg.data,
         seed=cfg.seed,
@@ -110,7 +112,8 @@ def build_data(
     prior = None
     if uses_prior(cfg.method):
         assert streams.target_size is not None
-        prior = run_prior(cfg.data, streams.target_size, cfg.model.num_classes, run_dir, dist).to(device)
+        size = streams.target_size
+        prior = run_prior(cfg.data, size, cfg.model.num_classes, run_dir, dist, progress=progress).to(device)
     context = build_context(
         cfg.method,
         student=nets.student,
@@ -147,7 +150,9 @@ class RunState:
     board: TensorBoardLog
 
 
-def build_run(cfg: Config, run: RunDir, device: torch.device, dist: Dist, resume: str | None) -> RunState:
+def build_run(
+    cfg: Config, run: RunDir, device: torch.device, dist: Dist, resume: str | None, *, progress: bool = True
+) -> RunState:
     """Build (or, with ``resume``, restore) a run's state. The order is part of the behaviour:
 
     1. the global seed before the models (:func:`camix.runtime.start_process`): the same weights on every rank;
@@ -175,7 +180,14 @@ def build_run(cfg: Config, run: RunDir, device: torch.device, dist: Dist, resume
         events = run.path / "tensorboard" if cfg.train.tensorboard and dist.is_main else None
         board = TensorBoardLog(events, purge_step=counters.iteration + 1)  # events after the start: this run's
         source, target, context = build_data(
-            cfg, nets, generator, start_batch=counters.iteration, run_dir=run.path, device=device, dist=dist
+            cfg,
+            nets,
+            generator,
+            start_batch=counters.iteration,
+            run_dir=run.path,
+            device=device,
+            dist=dist,
+            progress=progress,
         )
     # Setup (streams, prior) may draw from the global RNGs: start the loop from a known state.
     seed_everything(cfg.seed + dist.rank)

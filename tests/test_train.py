@@ -128,3 +128,12 @@ def test_debug_panel_tiles_render_images_labels_and_masks() -> None:
     assert mask[0, 0].tolist() == [255, 255, 255] and mask[0, 1].tolist() == [0, 0, 0]
     soft = tile_rgb(torch.tensor([[0.5]]))
     assert soft[0, 0].tolist() == [128, 128, 128]
+
+
+def test_no_progress_hides_the_prior_bar_too(tiny_config, monkeypatch, capfd) -> None:  # type: ignore[no-untyped-def]
+    """``progress=False`` (``--no-progress``) silences every bar, the spatial prior's computation included."""
+    monkeypatch.setattr("camix.data.prior.shared_cache_dir", lambda root: None)  # cache in the run dir: computed here
+    cfg = tiny_config("camix", "train.iterations=1", "train.eval_every=0")
+    train(cfg, progress=False)
+    assert list(Path(cfg.out_dir).glob("prior_*.pt"))  # the prior was computed in this run
+    assert f"prior {cfg.data.source.name}" not in capfd.readouterr().err

@@ -270,12 +270,15 @@ def prior_cache_path(data: DataConfig, size: SizeWH, num_classes: int, run_dir: 
     return (shared_cache_dir(data.source.root) or run_dir) / f"prior_{data.source.name}_{size[0]}x{size[1]}_{digest}.pt"
 
 
-def run_prior(data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, info: Dist) -> torch.Tensor:
+def run_prior(
+    data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, info: Dist, *, progress: bool = True
+) -> torch.Tensor:
     """The spatial prior Q ``[C,H,W]`` a training run uses, at the target images' size ``size`` (width, height).
 
     ``data.prior`` when given; else computed from the source labels and cached (:func:`prior_cache_path`,
     :func:`cached_prior`): rank 0 decides the path and builds (or verifies) the file, every other rank waits and
-    reads it. DataError when the prior's shape is not (``num_classes``, height, width).
+    reads it; ``progress`` shows a progress bar while it is computed. DataError when the prior's shape is not
+    (``num_classes``, height, width).
     """
     if data.prior:
         prior = load_prior(data.prior)
@@ -287,7 +290,9 @@ def run_prior(data: DataConfig, size: SizeWH, num_classes: int, run_dir: Path, i
         if info.is_main:
             if not path.is_file():
                 LOG.info("computing the spatial prior of %s at %dx%d -> %s", data.source.root, *size, path)
-            prior = cached_prior(data.source, size, path, smoothing=data.prior_smoothing, fingerprint=fingerprint)
+            prior = cached_prior(
+                data.source, size, path, progress=progress, smoothing=data.prior_smoothing, fingerprint=fingerprint
+            )
         barrier(info)
         if not info.is_main:
             prior = load_prior(path)
