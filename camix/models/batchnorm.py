@@ -51,6 +51,10 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
         """Training mode on the CPU: :class:`CpuBatchNorm` over ``x`` viewed as ``[M, K·C, H, W]`` (the passes
         folded into the channels), then the running statistics from the first pass."""
         k, (n, c, h, w) = self.chunks, x.shape
+        if k == 1:  # no views: an in-place ReLU on a view of the output would make autograd copy it back (CopySlices)
+            out, mean, var = CpuBatchNorm.apply(x, self.weight, self.bias, self.eps)
+            self._track_first(mean, var, n * h * w)
+            return out
         out, mean, var = CpuBatchNorm.apply(x.view(n // k, k * c, h, w), *self._affine(), self.eps)
         self._track_first(mean[:c], var[:c], (n // k) * h * w)
         return out.view(n, c, h, w)

@@ -106,3 +106,18 @@ def test_cpu_statistics_and_gradients_equal_torch_batch_norm(chunks: int) -> Non
     with torch.no_grad(), per_pass_batch_stats(layer, chunks, track=False):
         out = layer(x)
     torch.testing.assert_close(out.double(), torch.stack(outs, dim=1).flatten(0, 1).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_an_in_place_relu_after_the_student_batch_norm_stays_cheap_in_backward() -> None:
+    """A single pass returns the output itself, not a view of it: an in-place ReLU on a view would make autograd
+    rebuild the tensor in backward (``AsStridedBackward0``/``CopySlices``, a copy and a zero fill per layer), and
+    the gradient still equals ``nn.BatchNorm2d`` + ReLU's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 5)
+    layer, reference = ChunkedBatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    leaf, ref_leaf = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = torch.relu_(layer(leaf))
+    assert out.grad_fn is not None and out.grad_fn.name() == "ReluBackward0"
+    out.sum().backward()
+    torch.relu_(reference(ref_leaf)).sum().backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, atol=1e-5, rtol=1e-5)
