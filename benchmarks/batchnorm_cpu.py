@@ -25,6 +25,11 @@ import torch.nn.functional as F
 from camix.models.batchnorm import CpuBatchNorm
 from camix.runtime import keep_freed_memory
 
+try:
+    from benchmarks.train_step import omp_wait_policy
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from train_step import omp_wait_policy  # type: ignore[no-redef]
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SHAPES = ((2, 256, 65, 65), (2, 1024, 33, 33), (2, 9 * 256, 65, 65), (2, 9 * 1024, 33, 33))
 
@@ -48,10 +53,10 @@ def row(shape: tuple[int, int, int, int], iters: int) -> str:
     weight, bias = torch.rand(shape[1]) + 0.5, torch.rand(shape[1])
     with torch.no_grad():
         native = median_ms(lambda: F.batch_norm(x, None, None, weight, bias, True, 0.0, 1e-5), iters)
-        camix = median_ms(lambda: CpuBatchNorm.apply(x, weight, bias, 1e-5), iters)
+        camix = median_ms(lambda: CpuBatchNorm.apply(x, weight, bias, 1e-5, 1), iters)
         exact = F.batch_norm(x.double(), None, None, weight.double(), bias.double(), True, 0.0, 1e-5)
         native_err = (F.batch_norm(x, None, None, weight, bias, True, 0.0, 1e-5).double() - exact).abs().max()
-        camix_err = (CpuBatchNorm.apply(x, weight, bias, 1e-5)[0].double() - exact).abs().max()
+        camix_err = (CpuBatchNorm.apply(x, weight, bias, 1e-5, 1)[0].double() - exact).abs().max()
     size = "x".join(map(str, shape))
     return f"| {size} | {native:.2f} | {camix:.2f} | {native / camix:.2f} | {native_err:.1e} | {camix_err:.1e} |"
 
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         f"## {now} — training-mode BatchNorm on the CPU ({args.threads} torch threads)",
         "",
         f"- command: `python benchmarks/batchnorm_cpu.py {shlex.join(argv)}`",
-        f"- environment: torch {torch.__version__}; float32, no grad; median of {args.iters} calls",
+        f"- environment: torch {torch.__version__}, {omp_wait_policy()}; float32, no grad; "
+        f"median of {args.iters} calls",
         "",
         "| activation | torch (ms) | camix (ms) | speed-up | torch's largest error | camix's largest error |",
         "|---|---|---|---|---|---|",

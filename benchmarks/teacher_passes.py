@@ -43,9 +43,9 @@ from camix.teacher import passes_per_forward, teacher_logits
 from camix.train_setup import autocast_factory
 
 try:
-    from benchmarks.train_step import device_name
+    from benchmarks.train_step import device_name, omp_wait_policy
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from train_step import device_name  # type: ignore[no-redef]
+    from train_step import device_name, omp_wait_policy  # type: ignore[no-redef]
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 DEFAULT = ("separate", "3", "batched", "joint")
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"- command: `python benchmarks/teacher_passes.py {shlex.join(argv)}`",
         f"- environment: torch {torch.__version__}, Python {platform.python_version()}, {args.threads or 'default'} "
-        f"threads; model {args.model}, {args.batch} images of {args.crop[0]}x{args.crop[1]}, N = {args.noise_passes}, "
-        f"amp {args.amp}; median of {args.iters} after {args.warmup} warm-up",
+        f"threads, {omp_wait_policy()}; model {args.model}, {args.batch} images of {args.crop[0]}x{args.crop[1]}, "
+        f"N = {args.noise_passes}, amp {args.amp}; median of {args.iters} after {args.warmup} warm-up",
         "",
         f"| arrangement | s per teacher view | {memory} |",
         "|---|---|---|",

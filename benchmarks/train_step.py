@@ -399,9 +399,16 @@ def device_name(device: torch.device) -> str:
     return f"CPU {model} ({torch.get_num_threads()} torch threads)"
 
 
+def omp_wait_policy() -> str:
+    """``OMP_WAIT_POLICY`` as this process saw it: it changes CPU timings (passive threads sleep between ops)."""
+    return f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+
+
 def environment(device: torch.device) -> str:
-    """Device, versions and load, one line."""
+    """Device, versions, OpenMP wait policy (CPU) and load, one line."""
     parts = [device_name(device), f"torch {torch.__version__}"]
+    if device.type == "cpu":
+        parts.append(omp_wait_policy())
     if device.type == "cuda":
         parts += [f"CUDA {torch.version.cuda}", f"cuDNN {torch.backends.cudnn.version()}"]
     if hasattr(os, "getloadavg"):

@@ -19,8 +19,8 @@ TINY = ["--device", "cpu", "--model", "deeplabv2_tiny", "--crop", "32x32", "--ta
 METHODS = ("source_only", "dacs", "camix")  # what benchmarks/train_step.py times by default
 
 
-def run(command: list[str]) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+def run(command: list[str], **extra_env: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **extra_env}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -90,7 +90,7 @@ def test_train_step_script_prints_fast_and_baseline_rows() -> None:
 def test_record_appends_dated_sections(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     argv = [*TINY, "--methods", "source_only", "--iters", "1", "--warmup", "0", "--results", str(results)]
-    run([sys.executable, "benchmarks/train_step.py", *argv])
+    run([sys.executable, "benchmarks/train_step.py", *argv], OMP_WAIT_POLICY="PASSIVE")
     numerics = ["--check-numerics", "--numerics-iters", "2", "--numerics-pretrain", "1"]
     out = run([sys.executable, "benchmarks/train_step.py", *argv, *numerics])
     text = results.read_text()
@@ -98,6 +98,7 @@ def test_record_appends_dated_sections(tmp_path: Path) -> None:
     assert text.count("# Benchmark results") == 1
     assert text.count("## ") == 2
     assert "train_step.py" in text and "torch " in text
+    assert "OMP_WAIT_POLICY=PASSIVE" in text.split("## ")[1]  # it changes CPU timings, so it is recorded
     assert "| source_only | seg |" in text  # the numerics table of the second run
     assert "max rel. diff" in out
 
@@ -141,3 +142,11 @@ def test_synthcity_networks_script_times_both_networks(synthcity_root: Path) -> 
     ]
     assert all(float(r[4]) > 0 for r in body)  # s / iteration (median)
     assert "| daformer_camix | daformer_mittiny | adamw | 489,875 |" in out
+
+
+def test_batchnorm_script_times_both_kernels_and_bounds_the_error() -> None:
+    out = run([sys.executable, "benchmarks/batchnorm_cpu.py", "--iters", "1", "--no-record"])
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| 2x")]
+    assert len(rows) == 4
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+    assert all(float(row[5].strip(" |")) < 1e-4 for row in rows)  # camix's largest error against float64

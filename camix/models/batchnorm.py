@@ -34,11 +34,18 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Plain BatchNorm, or per-pass batch statistics when ``chunks > 1`` in training mode; in training mode on
-        the CPU (float32, contiguous), the statistics come from :class:`CpuBatchNorm`."""
+        the CPU (float32), the statistics come from :class:`CpuBatchNorm` for a contiguous batch and for a
+        channels-last one of several passes (torch's channels-last kernel is as fast for one pass)."""
         if not self.training:
             return super().forward(x)
-        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
-            return self._on_cpu(x)
+        if x.device.type == "cpu" and x.dtype == torch.float32:
+            if x.is_contiguous():
+                return self._on_cpu(x)
+            last = torch.channels_last
+            if self.chunks > 1 and x.is_contiguous(memory_format=last):
+                # on a contiguous copy: group_norm's channels-last kernel takes a one-pass variance (off by ~1e-2
+                # for a channel whose mean is large against its spread); two copies cost less than per-pass var_mean
+                return self._on_cpu(x.contiguous()).contiguous(memory_format=last)
         if self.chunks <= 1 and self.track:
             return super().forward(x)
         if self.chunks <= 1:  # one pass whose statistics must not reach the running ones
@@ -48,16 +55,13 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
         return self._per_slice(x)
 
     def _on_cpu(self, x: torch.Tensor) -> torch.Tensor:
-        """Training mode on the CPU: :class:`CpuBatchNorm` over ``x`` viewed as ``[M, K·C, H, W]`` (the passes
-        folded into the channels), then the running statistics from the first pass."""
-        k, (n, c, h, w) = self.chunks, x.shape
-        if k == 1:  # no views: an in-place ReLU on a view of the output would make autograd copy it back (CopySlices)
-            out, mean, var = CpuBatchNorm.apply(x, self.weight, self.bias, self.eps)
-            self._track_first(mean, var, n * h * w)
-            return out
-        out, mean, var = CpuBatchNorm.apply(x.view(n // k, k * c, h, w), *self._affine(), self.eps)
-        self._track_first(mean[:c], var[:c], (n // k) * h * w)
-        return out.view(n, c, h, w)
+        """Training mode on the CPU: :class:`CpuBatchNorm`, then the running statistics from the first pass. The
+        output is returned as it is, not as a view: an in-place ReLU on a view would make autograd copy the
+        activation back in backward (``CopySlices``)."""
+        n, _, h, w = x.shape
+        out, mean, var = CpuBatchNorm.apply(x, self.weight, self.bias, self.eps, self.chunks)
+        self._track_first(mean[0], var[0], (n // self.chunks) * h * w)
+        return out
 
     def _folded(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pass statistics from one native ``batch_norm`` over ``x`` viewed as ``[M, K·C, H, W]``."""
@@ -124,26 +128,29 @@ class ChunkedBatchNorm2d(nn.BatchNorm2d):
 
 
 class CpuBatchNorm(torch.autograd.Function):
-    """Training-mode BatchNorm of a contiguous float32 ``[N, C, H, W]`` on the CPU, in two vectorised passes.
+    """Training-mode BatchNorm of a contiguous float32 ``[N, C, H, W]`` on the CPU, with the statistics of each of
+    ``passes`` interleaved passes (:func:`interleave`), in two vectorised passes.
 
-    The native CPU kernel gathers each channel's mean and variance in a scalar loop, most of its time: on a
-    2x2304x65x65 activation it takes 24 ms and this 10 ms (``benchmarks/batchnorm_cpu.py``). Here one native
-    ``group_norm`` with a group per channel takes each image's per-channel moments (a vectorised, centred
-    reduction) and writes the image-normalised activation; the batch statistics follow exactly from the moments
-    (the mean of the means; the mean of the variances plus the variance of the means), and one multiply-add in
-    place turns the image-normalised activation into the batch-normalised one. Returns the output, the mean and
-    the biased variance per channel. The backward is the native training-mode backward with those statistics, so
-    the gradients are those of ``F.batch_norm(training=True)``.
+    The native CPU kernel gathers each channel's mean and variance of a contiguous batch in a scalar loop, most of
+    its time: on a 2x2304x65x65 activation it takes 24 ms and this 10 ms (``benchmarks/batchnorm_cpu.py``). Here
+    one native ``group_norm`` with a group per channel takes each image's per-channel moments (a vectorised,
+    centred reduction) and writes the image-normalised activation; each pass's statistics follow exactly from its
+    images' moments (the mean of the means; the mean of the variances plus the variance of the means), and one
+    multiply-add in place turns the image-normalised activation into the batch-normalised one. Returns the output
+    and each pass's mean and biased variance, ``[passes, C]``. The backward is the native training-mode backward
+    with those statistics (the passes folded into the channels), so the gradients are those of
+    ``F.batch_norm(training=True)`` on each pass.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, passes: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
         out, image_mean, image_rstd = torch.native_group_norm(x, None, None, n, c, h * w, c, eps)  # [N, C] moments
+        image_mean, image_rstd = image_mean.view(-1, passes, c), image_rstd.view(-1, passes, c)  # [M, K, C]
         image_var = (image_rstd.pow(-2) - eps).clamp_min_(0.0)
-        mean = image_mean.mean(0)
+        mean = image_mean.mean(0)  # [K, C]
         var = (image_var + (image_mean - mean).square()).mean(0)
         invstd = torch.rsqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
@@ -152,20 +159,32 @@ class CpuBatchNorm(torch.autograd.Function):
             shift = shift + bias
         out.mul_((scale / image_rstd).view(n, c, 1, 1)).add_(shift.view(n, c, 1, 1))
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps = eps
+        ctx.eps, ctx.passes = eps, passes
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(
         ctx: Any, grad: torch.Tensor, *_: Any
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None]:
         x, weight, mean, invstd = ctx.saved_tensors
+        k, (n, c, h, w) = ctx.passes, x.shape
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        fold = (n // k, k * c, h, w)  # the passes as channels: a view of the contiguous batch
         grads = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, mask
+            grad.contiguous().view(fold),
+            x.view(fold),
+            None if weight is None else weight.repeat(k),
+            None,
+            None,
+            mean.flatten(),
+            invstd.flatten(),
+            True,
+            ctx.eps,
+            mask,
         )
-        return grads[0] if mask[0] else None, grads[1] if mask[1] else None, grads[2] if mask[2] else None, None
+        weight_grad, bias_grad = (grads[i].view(k, c).sum(0) if mask[i] else None for i in (1, 2))
+        return grads[0].view(n, c, h, w) if mask[0] else None, weight_grad, bias_grad, None, None
 
 
 def interleave(passes: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -44,15 +44,22 @@ def test_chunked_layer_keeps_the_state_dict_and_tracks_the_first_pass() -> None:
 
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_every_route_gives_each_pass_its_statistics(momentum: float | None) -> None:
-    """The three training-mode routes of a batch of 3 interleaved passes: camix's CPU statistics (float32,
-    contiguous), the per-slice reduction (channels-last) and the passes folded into one native call (float64 here;
-    on a GPU any contiguous batch) give pass 0 what ``nn.BatchNorm2d`` gives it alone, outputs and running
-    statistics, for a fixed momentum and for the cumulative average (``momentum=None``, two steps)."""
+    """The training-mode routes of a batch of 3 interleaved passes: camix's CPU statistics (float32, contiguous
+    or channels-last), the per-slice reduction (channels-last; float64 here, on a GPU or under autocast any) and the
+    passes folded into one native call (float64 here; on a GPU any contiguous batch) give pass 0 what
+    ``nn.BatchNorm2d`` gives it alone, outputs and running statistics, for a fixed momentum and for the cumulative
+    average (``momentum=None``, two steps)."""
     torch.manual_seed(0)
     x = torch.randn(6, 4, 7, 5) * torch.arange(1.0, 7.0).view(6, 1, 1, 1) + torch.arange(6.0).view(6, 1, 1, 1)
     first = ChunkedBatchNorm2d(4, momentum=momentum)
     torch.nn.init.uniform_(first.weight), torch.nn.init.uniform_(first.bias)
-    routes = {"cpu": x, "channels_last": x.contiguous(memory_format=torch.channels_last), "folded": x.double()}
+    last = torch.channels_last
+    routes = {
+        "cpu": x,
+        "cpu_channels_last": x.contiguous(memory_format=last),
+        "per_slice": x.double().contiguous(memory_format=last),
+        "folded": x.double(),
+    }
     reference = torch.nn.BatchNorm2d(4, momentum=momentum)
     reference.load_state_dict(first.state_dict())
     reference(x[0::3])
@@ -75,8 +82,10 @@ def test_interleave_puts_the_pass_fastest() -> None:
     assert interleave([a]) is a
 
 
-@pytest.mark.parametrize("chunks", [1, 2])
-def test_cpu_statistics_and_gradients_equal_torch_batch_norm(chunks: int) -> None:
+@pytest.mark.parametrize(
+    ("chunks", "layout"), [(1, torch.contiguous_format), (2, torch.contiguous_format), (2, torch.channels_last)]
+)
+def test_cpu_statistics_and_gradients_equal_torch_batch_norm(chunks: int, layout: torch.memory_format) -> None:
     """camix's CPU training-mode BatchNorm (moments from ``group_norm``) against ``F.batch_norm`` in float64: the
     output, the running statistics and the gradients of the input, the weight and the bias, with one channel whose
     mean is large against its spread (where a one-pass variance loses its digits)."""
@@ -86,7 +95,7 @@ def test_cpu_statistics_and_gradients_equal_torch_batch_norm(chunks: int) -> Non
     layer = ChunkedBatchNorm2d(3)
     torch.nn.init.uniform_(layer.weight, 0.5, 1.5), torch.nn.init.uniform_(layer.bias)
     grad = torch.randn_like(x)
-    leaf = x.clone().requires_grad_(True)
+    leaf = x.clone().contiguous(memory_format=layout).requires_grad_(True)
     with per_pass_batch_stats(layer, chunks):
         (layer(leaf) * grad).sum().backward()
     reference = torch.nn.BatchNorm2d(3).double()
