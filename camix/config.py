@@ -260,9 +260,9 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     # the teacher's N + 1 passes (clean + noisy, Eq. 5): "separate" forwards, one "batched" forward (per-pass
-    # BatchNorm statistics), or that many passes per forward; "auto": batched (the fastest on the CPU, and on a GPU
-    # the fewest kernels). The results are the same (tests/test_teacher_passes.py); only the speed and the memory
-    # differ (benchmarks/RESULTS.md)
+    # BatchNorm statistics), or that many passes per forward; "auto": separate on the CPU (as fast, a third of the
+    # memory; on DAFormer faster), batched on a GPU (the fewest kernels). The results are the same
+    # (tests/test_teacher_passes.py); only the speed and the memory differ (benchmarks/RESULTS.md)
     teacher_passes: Literal["auto", "separate", "batched"] | PositiveInt = "auto"
     cudnn_benchmark: bool = True
     threads: PositiveInt | None = None  # torch CPU threads; None leaves torch's default

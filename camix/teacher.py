@@ -2,9 +2,10 @@
 weight and, with the SigMask level, the significance mask U_T from N noisy passes (Eqs. 5-7).
 
 The N + 1 passes run ``ctx.teacher_group`` per forward (``train.teacher_passes``, :func:`passes_per_forward`; by
-default all in one forward), interleaved in the batch; each pass is normalised with its own BatchNorm statistics
-(:mod:`camix.models.batchnorm`), so the result is that of N + 1 separate forwards whatever the grouping. With the
-released noise (``official_noise``) the N copies are identical, so one noisy pass stands for all of them.
+default one pass per forward on the CPU, all in one on a GPU), interleaved in the batch; each pass is normalised
+with its own BatchNorm statistics (:mod:`camix.models.batchnorm`), so the result is that of N + 1 separate forwards
+whatever the grouping. With the released noise (``official_noise``) the N copies are identical, so one noisy pass
+stands for all of them.
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def significance_from_passes(ctx: StepContext, mean_prob: Tensor, size: torch.Si
 
 def passes_per_forward(setting: str | int, device: torch.device) -> int | None:
     """How many of the teacher's N + 1 passes run in one forward, for ``train.teacher_passes``: ``separate`` (1),
-    ``batched`` (None: all), a number of passes, or ``auto``: batched, on the CPU as on a GPU. On the CPU one forward
-    over the (N + 1)·B images, with the passes folded into BatchNorm's channels, is the fastest arrangement
-    (benchmarks/RESULTS.md); on a GPU it is the one with the fewest and largest kernels. ``separate`` or a number
-    holds less memory at once."""
-    del device  # the measured best is the same on every device so far; kept so that a device can differ
+    ``batched`` (None: all), a number of passes, or ``auto``: separate on the CPU, batched on a GPU. On the CPU the
+    arrangements take the same time (ResNet-101, 2 x 256x256, the teacher alone: 10.76 s separate, 11.16 s three
+    passes per forward, 10.84 s batched; benchmarks/RESULTS.md, 2026-12-03 19:39) and separate forwards hold a third
+    of the memory; on a GPU one forward has the fewest and largest kernels."""
     if isinstance(setting, int):
         return setting
+    if setting == "auto":
+        return 1 if device.type == "cpu" else None
     return 1 if setting == "separate" else None

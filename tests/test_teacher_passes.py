@@ -103,9 +103,9 @@ def test_a_pass_alone_without_tracking_leaves_the_running_statistics() -> None:
     assert layer.chunks == 1 and layer.track  # restored on exit
 
 
-def test_auto_batches_every_pass_unless_the_config_forces_a_grouping() -> None:
+def test_auto_is_separate_on_the_cpu_and_batched_on_a_gpu_unless_the_config_forces_a_grouping() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert passes_per_forward("auto", cpu) is None and passes_per_forward("auto", gpu) is None
+    assert passes_per_forward("auto", cpu) == 1 and passes_per_forward("auto", gpu) is None
     assert passes_per_forward("separate", gpu) == 1 and passes_per_forward("batched", cpu) is None
     assert passes_per_forward(3, cpu) == 3
 
