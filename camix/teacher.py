@@ -98,7 +98,7 @@ def passes_per_forward(setting: str | int, device: torch.device) -> int | None:
     """How many of the teacher's N + 1 passes run in one forward, for ``train.teacher_passes``: ``separate`` (1),
     ``batched`` (None: all), a number of passes, or ``auto``: separate on the CPU, batched on a GPU. On the CPU the
     arrangements take the same time (ResNet-101, 2 x 256x256, the teacher alone: 10.76 s separate, 11.16 s three
-    passes per forward, 10.84 s batched; benchmarks/RESULTS.md, 2026-12-03 19:39) and separate forwards hold a third
+    passes per forward, 10.84 s batched; benchmarks/RESULTS.md, 2026-12-03 19:41) and separate forwards hold a third
     of the memory; on a GPU one forward has the fewest and largest kernels."""
     if isinstance(setting, int):
         return setting
