@@ -26,9 +26,9 @@ from camix.models.batchnorm import CpuBatchNorm
 from camix.runtime import keep_freed_memory
 
 try:
-    from benchmarks.train_step import omp_wait_policy
+    from benchmarks.train_step import omp_wait_policy, record
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from train_step import omp_wait_policy  # type: ignore[no-redef]
+    from train_step import omp_wait_policy, record  # type: ignore[no-redef]
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SHAPES = ((2, 256, 65, 65), (2, 1024, 33, 33), (2, 9 * 256, 65, 65), (2, 9 * 1024, 33, 33))
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print("\n".join(lines))
     if not args.no_record:
-        with RESULTS.open("a") as f:
-            f.write("\n" + "\n".join(lines))
+        record("\n".join(lines), RESULTS)
 
 
 if __name__ == "__main__":
