@@ -174,7 +174,7 @@ class CpuBatchNorm(torch.autograd.Function):
         grads = torch.ops.aten.native_batch_norm_backward(
             grad.contiguous().view(fold),
             x.view(fold),
-            None if weight is None else weight.repeat(k),
+            weight if weight is None or k == 1 else weight.repeat(k),
             None,
             None,
             mean.flatten(),
@@ -183,7 +183,9 @@ class CpuBatchNorm(torch.autograd.Function):
             ctx.eps,
             mask,
         )
-        weight_grad, bias_grad = (grads[i].view(k, c).sum(0) if mask[i] else None for i in (1, 2))
+        weight_grad, bias_grad = (
+            None if not mask[i] else grads[i] if k == 1 else grads[i].view(k, c).sum(0) for i in (1, 2)
+        )
         return grads[0].view(n, c, h, w) if mask[0] else None, weight_grad, bias_grad, None, None
 
 
