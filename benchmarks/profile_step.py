@@ -9,7 +9,10 @@ the rest), the top ops, and the page faults of the profiled iteration (``getrusa
     python benchmarks/profile_step.py --model deeplabv2_r101 --crop 256x256 --threads 2 --released
 
 ``--released`` profiles the released code's iteration (``benchmarks/baseline_step.py``) on the same batches instead,
-so that the two tables compare op by op.
+so that the two tables compare op by op. ``--device cuda`` profiles the GPU too (with ``--amp bf16 --channels-last``,
+the fast path) and prints the GPU's busy time against the wall time and the top ops by GPU time.
+
+    python benchmarks/profile_step.py --device cuda --crop 512x512 --target-size 2048x1024 --amp bf16 --channels-last
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def main() -> None:
     p.add_argument("--crop", type=ts.size, default=(256, 256))
     p.add_argument("--target-size", type=ts.size, default=(512, 256))
     p.add_argument("--teacher-passes", default="auto")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--top", type=int, default=12)
@@ -66,24 +72,38 @@ def main() -> None:
     p.add_argument("--released", action="store_true", help="profile the released code's iteration instead")
     p.add_argument("--noise-passes", type=int, default=8, help="N, the teacher's noisy passes")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    if not args.default_allocator:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if not args.default_allocator and device.type == "cpu":
         keep_freed_memory()
-    device = torch.device("cpu")
+    torch.backends.cudnn.benchmark = True
     pool = make_pool(2, args.crop, args.target_size, device)
     if args.released:
         run = ts.baseline_runner(args.method, args, pool, device)
     else:
-        opts = ts.PathOptions(teacher_passes=args.teacher_passes)
+        opts = ts.PathOptions(args.amp, args.channels_last, teacher_passes=args.teacher_passes)
         setup = ts.build_fast(args.method, opts, args.model, pool, device, noise_passes=args.noise_passes)
         run = functools.partial(ts.fast_iteration, setup, pool)
     for i in range(args.warmup):
         run(i)
+    ts.sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=activities) as prof:
         run(args.warmup)
+        ts.sync(device)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     events = prof.key_averages()
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        gpu = sum(e.self_device_time_total for e in kernels) / 1e6
+        print(
+            f"{args.method} on {args.model}, crop {args.crop[0]}x{args.crop[1]}, {torch.cuda.get_device_name()}, amp "
+            f"{args.amp}: {wall:.4f} s wall (profiled), GPU busy {gpu:.4f} s ({100 * gpu / wall:.0f} %)"
+        )
+        print(events.table(sort_by="self_device_time_total", row_limit=args.top))
+        return
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     kinds: dict[str, float] = defaultdict(float)
     for event in events:

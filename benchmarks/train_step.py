@@ -103,20 +103,23 @@ class FastSetup:
     scaler: torch.amp.GradScaler
 
 
-def method_config(method: str, model_name: str, noise_passes: int, overrides: Sequence[str] = ()) -> Config:
-    """The packaged GTA5 -> Cityscapes config of ``method``; CAMix without its ClassMix warm-up.
+def method_config(
+    method: str, model_name: str | None, noise_passes: int, overrides: Sequence[str] = (), config: Path | None = None
+) -> Config:
+    """The packaged GTA5 -> Cityscapes config of ``method`` (or ``config``, e.g. ``configs/gta2cs/hrda_camix.yaml``);
+    CAMix without its ClassMix warm-up; the network ``model_name`` unless None (the config's own).
 
     No pretrained weights (random initial weights), and camix's deduplicated SGD (the timed fast path; the
     packaged configs' ``optim.duplicate_backbone_params`` reproduces the released optimiser instead).
     """
     fixed = [
-        f"model.name={model_name}",
+        *([f"model.name={model_name}"] if model_name else []),
         "model.pretrained=null",
         "optim.duplicate_backbone_params=false",
         "method.warmup_iterations=0",
         f"method.noise_passes={noise_passes}",
     ]
-    return load_config(f"configs/gta2cs/{method}.yaml", [*fixed, *overrides])
+    return load_config(config or f"configs/gta2cs/{method}.yaml", [*fixed, *overrides])
 
 
 def generator_device(device: torch.device) -> torch.device:
@@ -125,11 +128,19 @@ def generator_device(device: torch.device) -> torch.device:
 
 
 def build_fast(
-    method: str, opts: PathOptions, model_name: str, pool: Pool, device: torch.device, *, noise_passes: int = 8
+    method: str,
+    opts: PathOptions,
+    model_name: str | None,
+    pool: Pool,
+    device: torch.device,
+    *,
+    noise_passes: int = 8,
+    config: Path | None = None,
 ) -> FastSetup:
     """Networks, optimiser and step context from the library's builders, as ``Trainer`` builds them."""
     crop_h, crop_w = pool.sources[0]["label"].shape[-2:]
-    cfg = method_config(method, model_name, noise_passes, [*opts.overrides(), f"data.crop={crop_w}x{crop_h}"])
+    crop = f"data.crop={crop_w}x{crop_h}"
+    cfg = method_config(method, model_name, noise_passes, [*opts.overrides(), crop], config)
     torch.manual_seed(cfg.seed)
     nets = build_networks(cfg, device, Dist())
     optimizer = build_optimizer(nets.model, cfg.optim, cfg.train.amp)
@@ -271,7 +282,7 @@ def benchmark(args: argparse.Namespace, pool: Pool, device: torch.device) -> lis
         keep_freed_memory()
     results = []
     for method in args.methods:
-        setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes)
+        setup = build_fast(method, opts, args.model, pool, device, noise_passes=args.noise_passes, config=args.config)
         fast_run = functools.partial(fast_iteration, setup, pool)
         results.append(time_iterations(fast_run, device, args.warmup, args.iters, (method, "fast")))
         del setup, fast_run
@@ -442,7 +453,8 @@ def report(args: argparse.Namespace, device: torch.device, results: list[Timing]
     """The dated section: settings, environment, command and tables."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     settings = (
-        f"model {args.model}, crop {args.crop[1]}x{args.crop[0]}, {args.batch}+{args.batch} images, 19 classes, "
+        f"{f'config {args.config}, ' if args.config else ''}model {args.network}, "
+        f"crop {args.crop[1]}x{args.crop[0]}, {args.batch}+{args.batch} images, 19 classes, "
         f"N={args.noise_passes}, target image {args.target_size[1]}x{args.target_size[0]}; fast path: amp "
         f"{args.amp}, channels_last {args.channels_last}, compile {args.compile}, teacher passes "
         f"{args.teacher_passes}; median of {args.iters} after "
@@ -520,6 +532,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-size", type=size, help="WxH of the target images (the prior's size); default 2048x1024")
     p.add_argument("--batch", type=int, default=2, help="images per domain")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="time this packaged config (e.g. configs/gta2cs/hrda_camix.yaml) instead of configs/gta2cs/<method>.yaml; "
+        "its own network unless --model; one row, named after the file; not with --baseline or --check-numerics",
+    )
     p.add_argument("--noise-passes", type=int, default=8)
     p.add_argument("--amp", choices=["none", "bf16"], default="bf16", help="fast path autocast (default bf16)")
     p.add_argument(
@@ -549,7 +567,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     given = sys.argv[1:] if argv is None else argv
     args.command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/train_step.py", *given])
     cuda = args.device == "cuda"
-    args.model = args.model or ("deeplabv2_r101" if cuda else "deeplabv2_tiny")
+    if args.config is not None:
+        if args.baseline or args.check_numerics or args.numerics_only:
+            p.error("--config times the library's step only: drop --baseline and --check-numerics")
+        if not args.config.is_file():
+            p.error(f"--config {args.config}: no such file (a config under configs/, e.g. configs/gta2cs/hrda.yaml)")
+        cfg = load_config(args.config)
+        args.methods = [args.config.stem]
+        args.network = args.model or cfg.model.name
+        args.crop = args.crop or (cfg.data.crop[1], cfg.data.crop[0])
+    else:
+        args.model = args.model or ("deeplabv2_r101" if cuda else "deeplabv2_tiny")
+        args.network = args.model
     args.crop = args.crop or ((512, 512) if cuda else (128, 128))
     args.target_size = args.target_size or ((1024, 2048) if cuda else (2 * args.crop[0], 2 * args.crop[1]))
     return args
