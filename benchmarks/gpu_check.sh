@@ -19,7 +19,8 @@
 # (configs/gta2cs/hrda_camix.yaml, 1024x1024 crops), the latter with the teacher's passes batched and separate.
 # Step 6 (CUDA only) adds the torch.compile variant of the CAMix fast path (GPU_CHECK_COMPILE_TIMEOUT s, 240).
 # On CUDA each step has a time limit; a failing step is reported and the next one runs; train_step.py and teacher_passes.py append their tables to
-# benchmarks/RESULTS.md. With GPU_CHECK_OUT=DIR, RESULTS.md is copied there after every step.
+# benchmarks/RESULTS.md. With GPU_CHECK_OUT=DIR, RESULTS.md is copied there after every step; GPU_CHECK_SKIP='4a|6'
+# skips the steps so numbered (for a rerun of the others).
 # Targets: CAMix fast <= 0.09 s/iter, >= 4x the baseline, peak <= 8 GiB; 500 images at 1024x512 in <= 10 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,10 @@ failed=()
 step() {  # step NAME SECONDS COMMAND...: run (on CUDA within SECONDS), time, go on after a failure, copy results out
     local name=$1 seconds=$2 start=$SECONDS
     shift 2
+    if [[ -n "${GPU_CHECK_SKIP:-}" && "${name%%:*}" =~ ^(${GPU_CHECK_SKIP})$ ]]; then
+        echo "== $name: skipped (GPU_CHECK_SKIP)"
+        return 0
+    fi
     echo "== $name"
     (( limit )) && set -- timeout "$seconds" "$@"
     "$@" || { echo "!! $name failed (exit $?; 124: over its ${seconds} s)"; failed+=("$name"); }
@@ -76,9 +81,10 @@ step "4a: evaluation throughput" 60 "$PYTHON" benchmarks/eval_speed.py "${evalua
 step "4b: evaluation throughput with flip" 60 "$PYTHON" benchmarks/eval_speed.py "${evaluation[@]}" --flip
 step "5a: CAMix on DAFormer" 90 "$PYTHON" benchmarks/train_step.py "${configs[@]}" \
     --config configs/gta2cs/daformer_camix.yaml --target-size 1024x512
-for passes in batched separate; do
-    step "5b: CAMix in HRDA (teacher passes $passes)" 120 "$PYTHON" benchmarks/train_step.py "${configs[@]}" \
-        --config configs/gta2cs/hrda_camix.yaml --target-size 2048x1024 --teacher-passes "$passes"
+for number_passes in 5b:batched 5c:separate; do
+    step "${number_passes%%:*}: CAMix in HRDA (teacher passes ${number_passes#*:})" 120 \
+        "$PYTHON" benchmarks/train_step.py "${configs[@]}" --config configs/gta2cs/hrda_camix.yaml \
+        --target-size 2048x1024 --teacher-passes "${number_passes#*:}"
 done
 if (( limit )); then  # last: compiling can take minutes, and the compiled variant is optional
     step "6: CAMix with torch.compile" "${GPU_CHECK_COMPILE_TIMEOUT:-240}" \
