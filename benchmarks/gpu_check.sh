@@ -35,6 +35,8 @@ if [[ "${1:-}" == "--smoke" ]]; then
     teacher=(--device cpu --model deeplabv2_tiny --crop 32x32 --iters 1 --warmup 1 --no-record)
     evaluation=(--device cpu --model deeplabv2_tiny --size 128x64 --images 2 --warmup 1)
     configs=(--device cpu --model deeplabv2_tiny --iters 1 --warmup 1 --no-record)
+    daformer_size=(--crop 64x64 --target-size 128x64)
+    hrda_size=(--crop 512x512 --target-size 1024x512)
     limit=0
 else
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -45,6 +47,8 @@ else
     teacher=(--device cuda --model deeplabv2_r101 --crop 512x512 --amp bf16 --iters 20 --warmup 3)
     evaluation=(--device cuda --model deeplabv2_r101 --size 1024x512 --images 500 --warmup 20)
     configs=(--device cuda --iters 5 --warmup 2)
+    daformer_size=(--target-size 1024x512)
+    hrda_size=(--target-size 2048x1024)
     limit=1
 fi
 
@@ -80,11 +84,11 @@ step "3: CAMix against the released loop in fp32" 90 \
 step "4a: evaluation throughput" 60 "$PYTHON" benchmarks/eval_speed.py "${evaluation[@]}"
 step "4b: evaluation throughput with flip" 60 "$PYTHON" benchmarks/eval_speed.py "${evaluation[@]}" --flip
 step "5a: CAMix on DAFormer" 90 "$PYTHON" benchmarks/train_step.py "${configs[@]}" \
-    --config configs/gta2cs/daformer_camix.yaml --target-size 1024x512
+    --config configs/gta2cs/daformer_camix.yaml "${daformer_size[@]}"
 for number_passes in 5b:batched 5c:separate; do
     step "${number_passes%%:*}: CAMix in HRDA (teacher passes ${number_passes#*:})" 120 \
         "$PYTHON" benchmarks/train_step.py "${configs[@]}" --config configs/gta2cs/hrda_camix.yaml \
-        --target-size 2048x1024 --teacher-passes "${number_passes#*:}"
+        "${hrda_size[@]}" --teacher-passes "${number_passes#*:}"
 done
 if (( limit )); then  # last: compiling can take minutes, and the compiled variant is optional
     step "6: CAMix with torch.compile" "${GPU_CHECK_COMPILE_TIMEOUT:-240}" \

@@ -9,6 +9,7 @@ there and back. Labels and masks are never touched here.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,16 +21,21 @@ from camix.config import AugmentConfig
 from camix.labels import CAFFE_MEAN_BGR
 
 
+@functools.cache
+def _caffe_mean(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The Caffe BGR mean as a [1,3,1,1] tensor on ``device``, made once: a tensor made from Python numbers is a
+    copy from pageable host memory, which on a GPU waits for every queued kernel."""
+    return torch.tensor(CAFFE_MEAN_BGR, dtype=dtype, device=device).view(1, 3, 1, 1)
+
+
 def to_unit_rgb(image: torch.Tensor) -> torch.Tensor:
     """Caffe-normalised BGR [B,3,H,W] -> RGB in [0, 1]."""
-    mean = image.new_tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-    return ((image + mean) / 255.0).flip(1).clamp(0.0, 1.0)
+    return ((image + _caffe_mean(image.device, image.dtype)) / 255.0).flip(1).clamp(0.0, 1.0)
 
 
 def from_unit_rgb(image: torch.Tensor) -> torch.Tensor:
     """RGB in [0, 1] [B,3,H,W] -> Caffe-normalised BGR."""
-    mean = image.new_tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-    return image.flip(1) * 255.0 - mean
+    return image.flip(1) * 255.0 - _caffe_mean(image.device, image.dtype)
 
 
 def blur_kernel_size(side: int) -> int:

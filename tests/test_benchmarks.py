@@ -129,6 +129,24 @@ def test_gpu_check_script_smoke() -> None:
     assert "| camix | baseline |" in out
     assert "| dacs | baseline |" not in out  # baseline for CAMix only
     assert "| camix | con |" in out and "== done" in out
+    assert "| daformer_camix | fast |" in out and out.count("| hrda_camix | fast |") == 2  # batched, separate
+    assert "images/s" in out and "failed" not in out
+
+
+def test_train_step_times_a_packaged_config_and_refuses_a_missing_one() -> None:
+    argv = ["--device", "cpu", "--model", "deeplabv2_tiny", "--crop", "32x32", "--iters", "1", "--warmup", "0"]
+    out = run(
+        [sys.executable, "benchmarks/train_step.py", *argv, "--config", "configs/gta2cs/dacs.yaml", "--no-record"]
+    )
+    assert "config configs/gta2cs/dacs.yaml, model deeplabv2_tiny, crop 32x32" in out and "| dacs | fast |" in out
+    for extra, words in (
+        (["--config", "configs/nope.yaml"], "no such file"),
+        (["--config", "configs/gta2cs/dacs.yaml", "--baseline"], "drop --baseline"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "benchmarks/train_step.py", *argv, *extra], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
 
 
 def test_synthcity_networks_script_times_both_networks(synthcity_root: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -40,12 +41,24 @@ class SyncCounter(TorchDispatchMode):
     """Counts, by call site, the operations that would make the host wait for a GPU (the meta device here).
 
     A read of a meta value is answered with a dummy (1) and a device-to-host copy with zeros, so that counting
-    goes on past it; a host-to-device copy counts when it is blocking and moves more than a scalar.
+    goes on past it; a host-to-device copy counts when it is blocking and moves more than a scalar, and so does a
+    device tensor made from Python data (:class:`DataUploads`).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.sites: collections.Counter[str] = collections.Counter()
+        self.uploads = DataUploads(self)
+
+    def __enter__(self) -> SyncCounter:
+        self.uploads.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.uploads.__exit__(*exc)
 
     def note(self, kind: str) -> None:
         frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename]
@@ -63,6 +76,27 @@ class SyncCounter(TorchDispatchMode):
         if blocking_upload(func, args, kwargs, tensors):
             self.note("blocking host-to-device copy")
         return func(*args, **kwargs)
+
+
+class DataUploads(TorchFunctionMode):
+    """Notes, in its :class:`SyncCounter`, every device tensor made from Python data (``torch.tensor``,
+    ``torch.as_tensor``, ``Tensor.new_tensor`` of a list or number): on CUDA that is a copy from pageable host
+    memory, which waits for the stream (``torch.cuda.set_sync_debug_mode`` reports it), and it never reaches the
+    dispatcher as a copy."""
+
+    CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
+
+    def __init__(self, counter: SyncCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func in self.CONSTRUCTORS and isinstance(out, torch.Tensor) and out.device.type != "cpu":
+            data = args[1] if func is torch.Tensor.new_tensor else args[0]
+            if not isinstance(data, torch.Tensor):
+                self.counter.note("host data uploaded")
+        return out
 
 
 def blocking_upload(func: Any, args: Any, kwargs: dict[str, Any], tensors: list[torch.Tensor]) -> bool:
@@ -236,8 +270,12 @@ def test_sync_counter_sees_reads_and_blocking_copies() -> None:
         torch.ones(3).to(META)
         torch.ones(3).to(META, non_blocking=True)
         x.mul(2.0)
+        x.new_tensor([1.0, 2.0, 3.0])
+        torch.tensor([1.0], device=META)
+        torch.as_tensor(x)  # already on the device: no upload
     kinds = sorted(site.split(" at ")[0] for site in counter.sites.elements())
-    assert kinds == ["blocking host-to-device copy", "device-to-host copy", "read", "read"]
+    expected = ["blocking host-to-device copy", "device-to-host copy", "host data uploaded", "host data uploaded"]
+    assert kinds == [*expected, "read", "read"]
 
 
 def test_strong_augment_is_sync_free() -> None:
@@ -246,6 +284,15 @@ def test_strong_augment_is_sync_free() -> None:
     with SyncCounter() as counter:
         augment(torch.zeros(2, 3, 32, 32, device=META))
     assert not counter.sites, dict(counter.sites)
+
+
+def test_hrda_window_average_is_sync_free() -> None:
+    """The sliding windows' average (HRDA's fused inference, each teacher pass) neither reads nor uploads."""
+    boxes = Fn.slide_boxes(8, 12, (4, 4), (2, 4))
+    with SyncCounter() as counter:
+        out = Fn.slide_average(torch.ones(len(boxes), 2, 3, 4, 4, device=META), boxes, (8, 12))
+    assert not counter.sites, dict(counter.sites)
+    assert out.shape == (2, 3, 8, 12) and out.device == META
 
 
 def test_meta_stand_in_catches_a_host_sync(meta_data: Batches, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,10 +90,12 @@ def slide_average(window_logits: Tensor, boxes: list[tuple[int, int]], size: tup
     """
     _, batch, channels, hh, ww = window_logits.shape
     total = window_logits.new_zeros((batch, channels, *size))
-    count = torch.zeros((1, 1, *size))  # the boxes' coverage, counted on the host: no device read
+    count = torch.zeros((1, 1, *size))  # the boxes' coverage, counted on the host: checked without a device read
+    cover = total.new_zeros((1, 1, *size))  # and on the device: divided by without an upload (which would wait)
     for logits, (top, left) in zip(window_logits, boxes, strict=True):
         total[..., top : top + hh, left : left + ww] += logits
         count[..., top : top + hh, left : left + ww] += 1
+        cover[..., top : top + hh, left : left + ww] += 1
     if bool((count == 0).any()):
         raise ValueError(f"the windows leave cells of the {size[0]}x{size[1]} grid uncovered")
-    return total / count.to(total.device, total.dtype)
+    return total / cover
