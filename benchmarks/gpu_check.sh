@@ -18,9 +18,10 @@
 # Step 5: one CAMix iteration on DAFormer's network and recipe (configs/gta2cs/daformer_camix.yaml) and in HRDA
 # (configs/gta2cs/hrda_camix.yaml, 1024x1024 crops), the latter with the teacher's passes batched and separate.
 # Step 6 (CUDA only) adds the torch.compile variant of the CAMix fast path (GPU_CHECK_COMPILE_TIMEOUT s, 240).
-# On CUDA each step has a time limit; a failing step is reported and the next one runs; train_step.py and teacher_passes.py append their tables to
-# benchmarks/RESULTS.md. With GPU_CHECK_OUT=DIR, RESULTS.md is copied there after every step; GPU_CHECK_SKIP='4a|6'
-# skips the steps so numbered (for a rerun of the others).
+# On CUDA each step has a time limit; a failing step is reported and the next one runs. train_step.py and
+# teacher_passes.py append their tables to benchmarks/RESULTS.md (eval_speed.py and profile_step.py only print).
+# With GPU_CHECK_OUT=DIR, RESULTS.md is copied there after every step; GPU_CHECK_SKIP='4a|6' skips the steps so
+# numbered (for a rerun of the others). The first run (NVIDIA H200, 2026-12-04) took about 6 minutes without step 6.
 # Targets: CAMix fast <= 0.09 s/iter, >= 4x the baseline, peak <= 8 GiB; 500 images at 1024x512 in <= 10 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
