@@ -74,7 +74,8 @@ def report(args: argparse.Namespace, argv: list[str], ours: list[float], theirs:
             f"- environment: {ts.environment(device)}",
             f"- settings: {args.method}, model {args.model}, crop {args.crop[1]}x{args.crop[0]}, 2+2 images, "
             f"N={args.noise_passes}, fp32, channels_last {args.channels_last}, teacher passes {args.teacher_passes}; "
-            f"{args.pairs} pairs after {args.warmup} warm-up pair(s); both paths keep freed memory in the heap",
+            f"{args.pairs} pairs after {args.warmup} warm-up pair(s); both paths keep freed memory in the heap"
+            + ("; the released loop flushes subnormal gradients at its logits too" if args.released_flush else ""),
             "",
             "| pair | camix s | released loop s | camix / released |",
             "|---|---|---|---|",
@@ -98,6 +99,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=7)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--released-flush",
+        action="store_true",
+        help="give the released loop camix's flush of subnormal gradient values at the logits (camix.step_context)",
+    )
     p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     p.add_argument("--results", type=Path, default=ts.RESULTS, help=argparse.SUPPRESS)
     return p.parse_args(argv)  # sizes as (height, width), as train_step keeps them
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     pool = make_pool(2, args.crop, args.target_size, device)
     opts = ts.PathOptions("none", args.channels_last, False, args.teacher_passes)
     setup = ts.build_fast(args.method, opts, args.model, pool, device, noise_passes=args.noise_passes)
-    released = ts.baseline_runner(args.method, ts.parse_args(ts_argv(args)), pool, device)
+    released = ts.baseline_runner(args.method, ts.parse_args(ts_argv(args)), pool, device, flush=args.released_flush)
     ours, theirs = pairs(functools.partial(ts.fast_iteration, setup, pool), released, args.pairs, args.warmup)
     text = report(args, argv, ours, theirs)
     print(text)

@@ -54,7 +54,7 @@ from camix.methods import build_context, method_of, relations_for
 from camix.optim import build_optimizer, poly_lr_
 from camix.runtime import Dist, keep_freed_memory
 from camix.step import optimisation_step
-from camix.step_context import StepContext, StepFn, upsampled_logits
+from camix.step_context import StepContext, StepFn, flush_subnormal, upsampled_logits
 from camix.teacher import passes_per_forward
 from camix.train_setup import Networks, autocast_factory, build_networks
 
@@ -183,18 +183,30 @@ def fast_iteration(setup: FastSetup, pool: Pool, i: int) -> dict[str, Tensor]:
     return {name: value.detach() for name, value in out.losses.items()}
 
 
-def baseline_runner(method: str, args: argparse.Namespace, pool: Pool, device: torch.device) -> Callable[[int], Any]:
-    """One released-code iteration per call (``benchmarks/baseline_step.py``)."""
+def baseline_runner(
+    method: str, args: argparse.Namespace, pool: Pool, device: torch.device, *, flush: bool = False
+) -> Callable[[int], Any]:
+    """One released-code iteration per call (``benchmarks/baseline_step.py``); with ``flush`` the
+    gradient reaching its network's logits has its subnormal values zeroed, as camix's step does on the CPU
+    (:func:`camix.step_context.flush_subnormal`), which the released code does not."""
     relations = relations_for(method_config(method, args.model, args.noise_passes).method.relations)
     state = baseline_step.build_released(
         args.model, method, device, pool.prior, relations, noise_passes=args.noise_passes
     )
+    if flush:
+        state.model.register_forward_hook(_flush_output_gradient)
 
     def run(i: int) -> dict[str, float]:
         source, target = pool.batch(i, channels_last=False)
         return baseline_step.released_iteration(state, source, target, i)
 
     return run
+
+
+def _flush_output_gradient(module: nn.Module, inputs: Any, output: Tensor) -> None:
+    """Forward hook: flush the subnormal values of the gradient that will reach ``output``."""
+    if output.requires_grad:
+        output.register_hook(flush_subnormal)
 
 
 # ---------------------------------------------------------------------------------------------- timing
