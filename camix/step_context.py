@@ -113,13 +113,14 @@ def flush_subnormal(grad: Tensor) -> Tensor:
     """``grad`` with every subnormal value (0 < |g| < the dtype's smallest normal number, 1.2e-38 in float32) set to
     zero.
 
-    A cross-entropy's gradient is the softmax probability divided by the number of pixels; a class whose logit lies
-    some 75 below the pixel's largest has a probability under 1e-33, and its gradient is subnormal. x86 CPUs compute
-    with subnormal operands through a slow microcode path: after a few iterations on street scenes, a few thousand of
-    the 41,382 gradient values of ResNet-101's classifier (2x19x33x33) are subnormal and its backward takes 400 ms
-    instead of 25 ms (2 threads). Zeroing them here, once, on the small output grid, changes each value by less than
-    1.2e-38: on those 41,382 values the gradient passed to the layers below stays bitwise the same, and the
-    classifier's weight and bias gradients move by under 2e-36 (a class whose every probability is that small).
+    A cross-entropy's gradient is the softmax probability divided by the number of pixels; with 2x256x256 pixels, a
+    class whose logit lies some 76 below the pixel's largest (a probability under 1.5e-33) gets a subnormal one. x86
+    CPUs compute with subnormal operands through a slow microcode path: after a few iterations on street scenes, a
+    few thousand of the 41,382 gradient values of ResNet-101's classifier (2x19x33x33) are subnormal and its
+    backward takes 400 ms instead of 25 ms (2 threads). Zeroing them here, once, on the small output grid, changes
+    each value by less than 1.2e-38: on those 41,382 values the gradient passed to the layers below stays bitwise
+    the same, and the classifier's weight and bias gradients move by under 2e-36 (a class whose every probability is
+    that small).
     """
     tiny = torch.finfo(grad.dtype).tiny
     return grad.masked_fill(grad.abs() < tiny, 0.0)

@@ -170,9 +170,11 @@ def test_batchnorm_script_times_both_kernels_and_bounds_the_error() -> None:
     assert all(float(row[5].strip(" |")) < 1e-4 for row in rows)  # camix's largest error against float64
 
 
-def test_step_pairs_script_alternates_and_reports_the_median_ratio(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flush", [False, True])
+def test_step_pairs_script_alternates_and_reports_the_median_ratio(tmp_path: Path, flush: bool) -> None:
     results = tmp_path / "RESULTS.md"
     argv = ["--model", "deeplabv2_tiny", "--crop", "32x32", "--target-size", "64x64", "--pairs", "3"]
+    argv += ["--released-flush"] if flush else []
     out = run([sys.executable, "benchmarks/step_pairs.py", *argv, "--results", str(results)])
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and "pair" not in line]
     rows = [row for row in rows if not row[0].startswith("|---")]
@@ -182,3 +184,4 @@ def test_step_pairs_script_alternates_and_reports_the_median_ratio(tmp_path: Pat
     median = float(out.split("Median of the pairs' ratios: **")[1].split("**")[0])
     assert median == ratios[1]  # the middle of the three pairs' ratios
     assert "step_pairs.py" in results.read_text() and "OMP_WAIT_POLICY=" in results.read_text()
+    assert ("the released loop flushes subnormal gradients at its logits too" in out) == flush

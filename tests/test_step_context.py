@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,9 +20,16 @@ def test_flush_subnormal_zeroes_exactly_the_subnormal_values() -> None:
     assert grad[0] == 1e-39  # not in place: autograd may still hold the incoming gradient
 
 
-def test_flush_subnormal_in_bfloat16_uses_its_own_smallest_normal() -> None:
-    grad = torch.tensor([1e-39, 2e-38, 1.0], dtype=torch.bfloat16)
-    assert flush_subnormal(grad).tolist() == [0.0, grad[1].item(), 1.0]
+@pytest.mark.parametrize(
+    ("dtype", "subnormal", "normal"), [(torch.float16, 1e-5, 1e-4), (torch.bfloat16, 1e-39, 2e-38)]
+)
+def test_flush_subnormal_uses_the_smallest_normal_of_the_gradient_dtype(
+    dtype: torch.dtype, subnormal: float, normal: float
+) -> None:
+    grad = torch.tensor([subnormal, normal, -subnormal, 1.0], dtype=dtype)  # float16's smallest normal: 6.1e-5
+    out = flush_subnormal(grad)
+    assert out.dtype == dtype and grad[0] != 0
+    assert out.tolist() == [0.0, grad[1].item(), 0.0, 1.0]
 
 
 class FixedLogits(nn.Module):
